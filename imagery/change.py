@@ -1,0 +1,423 @@
+"""Unsupervised change detection: evidence, calibrated score, threshold and change typing.
+
+Two phases, so that tiles never see per-tile statistics (no seams):
+
+* ``fit_change_model`` — once per pair, on a sample of the scene: per-band no-change noise
+  scale of the normalised differences (from IR-MAD no-change probabilities), the IR-MAD
+  canonical transform, and the decision threshold of the evidence.
+* ``change_score`` / ``change_classes`` — per tile (with a halo of ``HALO_PX``), using only
+  the fitted model and local neighbourhood operations.
+
+Evidence (all in units of the no-change noise, so one threshold means the same thing on
+every pair):
+
+1. shift-tolerant change vector magnitude: for each pixel, the smallest noise-normalised
+   spectral distance between the pixel of one date and the pixels within ``shift_radius_px``
+   in the other date, taken in both directions and keeping the larger (a pixel on an edge
+   that only moved by a residual sub-pixel shift finds its match next door; a new object
+   does not);
+2. IR-MAD chi-square of the pixel (optional weight ``w_irmad``);
+3. local averaging (Gaussian, ``smooth_sigma_px``): changes that matter are objects of
+   several pixels, noise is not.
+
+The evidence ``e`` becomes ``change_score = 1 / (1 + exp(-(e - T) / softness))`` where ``T`` is
+the fitted threshold: the score is 0.5 exactly at the decision boundary, so the pipeline's
+``score_threshold = 0.5`` reproduces the detector's own decision, and moving it trades
+precision for recall in a calibrated way.
+
+Typing (``change_classes``) reads the direction of the change in index space (NDVI, NDBI,
+MNDWI, BSI and brightness of both dates): vegetation gain (lomas greening) is class 5,
+changes of water on water (sun glint, turbidity) class 6, never a man-made class.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numba
+import numpy as np
+from pydantic import BaseModel, Field, model_validator
+from scipy import ndimage
+
+from imagery.normalize import _valid_pairs, irmad_chi2, irmad_fit
+
+#: Widest neighbourhood (pixels) any per-tile operation reads: tiles need this much halo.
+HALO_PX = 8
+
+NO_CHANGE = 0
+BUILT_GAIN = 1
+SOIL_DISTURBANCE = 2
+BUILT_LOSS = 3
+VEGETATION_LOSS = 4
+VEGETATION_GAIN = 5
+WATER_CHANGE = 6
+NODATA = 255
+#: Classes scored as man-made change (and sieved by the minimum mapping unit).
+MAN_MADE_CLASSES: tuple[int, ...] = (BUILT_GAIN, SOIL_DISTURBANCE, BUILT_LOSS)
+CLASS_NAMES: dict[int, str] = {
+    NO_CHANGE: "no change", BUILT_GAIN: "new construction / built-up gain",
+    SOIL_DISTURBANCE: "soil disturbance / land clearing", BUILT_LOSS: "demolition / built-up loss",
+    VEGETATION_LOSS: "vegetation loss", VEGETATION_GAIN: "vegetation gain",
+    WATER_CHANGE: "water change", NODATA: "no data",
+}  # fmt: skip
+
+# band positions in imagery.sentinel2.CHANGE_BANDS
+_B, _G, _R, _N, _S1, _S2 = range(6)
+
+
+class DetectorParams(BaseModel):
+    """Tuning of the detector; defaults are the ones scored on OSCD (docs/change-detection.md)."""
+
+    shift_radius_px: int = Field(default=1, ge=0, le=2, description="Residual misregistration tolerated "
+                                 "by the shift-tolerant change vector, pixels.")
+    w_irmad: float = Field(default=0.0, ge=0, le=1, description="Weight of the IR-MAD chi evidence "
+                           "against the shift-tolerant change vector magnitude.")
+    smooth_sigma_px: float = Field(default=1.0, ge=0, le=2.0, description="Gaussian averaging of the "
+                                   "evidence, pixels (truncated at 3 sigma).")
+    threshold_method: Literal["fixed", "kittler"] = Field(
+        default="fixed", description="'fixed': evidence threshold = fixed_threshold (noise units); "
+        "'kittler': Kittler-Illingworth minimum-error cut of the log-evidence histogram of "
+        "the fit sample, clipped to [min_threshold, max_threshold].")
+    fixed_threshold: float = Field(default=7.0, gt=0, description="Evidence threshold in units of the "
+                                   "no-change noise (used by 'fixed').")
+    min_threshold: float = Field(default=4.0, gt=0, description="Lower clip of a fitted threshold.")
+    max_threshold: float = Field(default=12.0, gt=0, description="Upper clip of a fitted threshold.")
+    softness: float = Field(default=1.0, gt=0, description="Width of the logistic score around the "
+                            "threshold, noise units.")
+    irmad_max_iter: int = Field(default=20, ge=1, le=100, description="IR-MAD iterations in the fit.")
+    ndvi_vegetation: float = Field(default=0.3, description="NDVI above which a pixel is vegetated.")
+    veg_gain_dndvi: float = Field(default=0.1, description="NDVI increase above which a change is "
+                                  "vegetation gain (class 5, e.g. lomas greening).")
+    mndwi_water: float = Field(default=0.1, description="MNDWI above which a pixel is water.")
+    ndbi_built: float = Field(default=0.0, description="NDBI above which a pixel that was water is "
+                              "new land (reclamation) rather than a brighter water surface.")
+    open_radius_px: int = Field(default=1, ge=0, le=3, description="Radius of the morphological "
+                                "opening of the man-made mask (0: off).")
+    close_radius_px: int = Field(default=1, ge=0, le=3, description="Radius of the morphological "
+                                 "closing of the man-made mask (0: off).")
+
+    @model_validator(mode="after")
+    def _fits_in_halo(self) -> DetectorParams:
+        reach = (self.shift_radius_px + math.ceil(3 * self.smooth_sigma_px)
+                 + self.open_radius_px + self.close_radius_px)
+        if reach > HALO_PX:
+            raise ValueError(f"neighbourhood reach {reach} px exceeds HALO_PX={HALO_PX}")
+        if self.min_threshold > self.max_threshold:
+            raise ValueError("min_threshold > max_threshold")
+        return self
+
+
+def detector_params(params: Any) -> DetectorParams:
+    """The DetectorParams of a ChangeParams (``params.model`` dict or an embedded model)."""
+    if isinstance(params, DetectorParams):
+        return params
+    model = getattr(params, "model", None)
+    if isinstance(model, DetectorParams):
+        return model
+    if isinstance(model, dict):
+        return DetectorParams(**model)
+    detector = getattr(params, "detector", None)
+    if isinstance(detector, DetectorParams):
+        return detector
+    return DetectorParams()
+
+
+class ChangeModel(BaseModel):
+    """Global statistics of one pair, fitted once on a sample and applied to every tile."""
+
+    noise_scale: list[float] = Field(description="Per-band robust std of after-before on "
+                                     "no-change pixels (reflectance).")
+    irmad_mean: list[float] = Field(description="IR-MAD weighted mean, before then after bands.")
+    irmad_a: list[list[float]]
+    irmad_b: list[list[float]]
+    irmad_var: list[float] = Field(description="Variance of each MAD variate on no-change.")
+    irmad_rho: list[float] = Field(description="Canonical correlations.")
+    threshold: float = Field(description="Decision threshold of the evidence (noise units).")
+    threshold_method: str
+    n_pixels: int = Field(description="Valid pixels in the fit sample.")
+    sample_change_fraction: float = Field(description="Share of the sample above threshold "
+                                          "(pixelwise evidence, before smoothing).")
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 512) -> float:
+    """Otsu's threshold on a histogram (for comparison; fails on unimodal histograms)."""
+    v = values[np.isfinite(values)]
+    hist, edges = np.histogram(v, bins=bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mt = m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mt * w0 / w0[-1] - m0) ** 2 / (w0 * w1 / w0[-1])
+    between[~np.isfinite(between)] = -1
+    return float(centres[int(np.argmax(between))])
+
+
+def kittler_illingworth_threshold(values: np.ndarray, bins: int = 512) -> float:
+    """Kittler-Illingworth minimum-error threshold of a two-Gaussian mixture.
+
+    Minimises ``J(t) = P0 ln s0^2 + P1 ln s1^2 - 2 (P0 ln P0 + P1 ln P1)`` over the histogram
+    cut ``t``; unlike Otsu it does not assume similar class sizes or variances, so it finds a
+    small change class (1-4 %) in the long tail of a unimodal-looking histogram.
+    """
+    v = values[np.isfinite(values)]
+    hist, edges = np.histogram(v, bins=bins)
+    c = 0.5 * (edges[:-1] + edges[1:])
+    h = hist.astype(np.float64)
+    n0 = np.cumsum(h)
+    s0 = np.cumsum(h * c)
+    q0 = np.cumsum(h * c * c)
+    n = n0[-1]
+    n1 = n - n0
+    s1 = s0[-1] - s0
+    q1 = q0[-1] - q0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m0, m1 = s0 / n0, s1 / n1
+        v0 = q0 / n0 - m0 * m0
+        v1 = q1 / n1 - m1 * m1
+        p0, p1 = n0 / n, n1 / n
+        j = p0 * np.log(v0) + p1 * np.log(v1) - 2 * (p0 * np.log(p0) + p1 * np.log(p1))
+    binw = float(edges[1] - edges[0])
+    ok = (n0 >= 2) & (n1 >= 2) & (v0 > (binw * binw) / 12) & (v1 > (binw * binw) / 12)
+    j[~(ok & np.isfinite(j))] = np.inf
+    if not np.isfinite(j).any():
+        return float(np.quantile(v, 0.99))
+    return float(edges[int(np.argmin(j)) + 1])
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _shift_tolerant_distance(b: np.ndarray, a: np.ndarray, inv_s: np.ndarray,
+                             radius: int) -> np.ndarray:  # pragma: no cover - compiled
+    """sqrt(max(min_o |a(x+o)-b(x)|^2, min_o |a(x)-b(x+o)|^2)) with per-band 1/scale."""
+    nb, h, w = b.shape
+    out = np.empty((h, w), np.float32)
+    for y in numba.prange(h):
+        for x in range(w):
+            ok = True
+            for k in range(nb):
+                if not (np.isfinite(b[k, y, x]) and np.isfinite(a[k, y, x])):
+                    ok = False
+            if not ok:
+                out[y, x] = np.nan
+                continue
+            best_ab = np.float32(np.inf)
+            best_ba = np.float32(np.inf)
+            for dy in range(-radius, radius + 1):
+                yy = y + dy
+                if yy < 0 or yy >= h:
+                    continue
+                for dx in range(-radius, radius + 1):
+                    xx = x + dx
+                    if xx < 0 or xx >= w:
+                        continue
+                    d1 = np.float32(0.0)
+                    d2 = np.float32(0.0)
+                    for k in range(nb):
+                        t1 = (a[k, yy, xx] - b[k, y, x]) * inv_s[k]
+                        t2 = (a[k, y, x] - b[k, yy, xx]) * inv_s[k]
+                        d1 += t1 * t1
+                        d2 += t2 * t2
+                    # NaN neighbours compare False and are skipped
+                    if d1 < best_ab:
+                        best_ab = d1
+                    if d2 < best_ba:
+                        best_ba = d2
+            out[y, x] = np.sqrt(max(best_ab, best_ba))
+    return out
+
+
+def _nan_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Normalised Gaussian average ignoring NaN (NaN stays NaN); truncated at 3 sigma."""
+    if sigma <= 0:
+        return x
+    valid = np.isfinite(x)
+    filled = np.where(valid, x, 0).astype(np.float32)
+    num = ndimage.gaussian_filter(filled, sigma, mode="nearest", truncate=3.0)
+    den = ndimage.gaussian_filter(valid.astype(np.float32), sigma, mode="nearest", truncate=3.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[~valid] = np.nan
+    return out.astype(np.float32, copy=False)
+
+
+def _pixel_irmad_chi(before: np.ndarray, after: np.ndarray, model: ChangeModel) -> np.ndarray:
+    """sqrt of the IR-MAD chi-square of each pixel, scaled to the CVA's noise units."""
+    p, h, w = before.shape
+    xy = np.concatenate([before.reshape(p, -1), after.reshape(p, -1)], axis=0).T
+    xy = np.ascontiguousarray(xy, dtype=np.float32)
+    z = irmad_chi2(xy, np.asarray(model.irmad_mean), np.asarray(model.irmad_a),
+                   np.asarray(model.irmad_b), np.asarray(model.irmad_var))
+    return np.sqrt(z).reshape(h, w)
+
+
+def change_evidence(before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel,
+                    params: Any) -> np.ndarray:
+    """Combined change evidence in noise units (float32 (H, W), NaN where invalid)."""
+    dp = detector_params(params)
+    b = np.ascontiguousarray(before, dtype=np.float32)
+    a = np.ascontiguousarray(after_normalized, dtype=np.float32)
+    inv_s = (1.0 / np.asarray(model.noise_scale, np.float32)).astype(np.float32)
+    e = _shift_tolerant_distance(b, a, inv_s, dp.shift_radius_px)
+    if dp.w_irmad > 0:
+        chi = _pixel_irmad_chi(b, a, model)
+        e = ((1 - dp.w_irmad) * e + dp.w_irmad * chi).astype(np.float32)
+    return _nan_gaussian(e, dp.smooth_sigma_px)
+
+
+# --------------------------------------------------------------------------- fit / apply
+
+
+def fit_change_model(before: np.ndarray, after_normalized: np.ndarray, params: Any) -> ChangeModel:
+    """Fit the pair's global statistics on a sample (windows or a subsample; NaN allowed)."""
+    dp = detector_params(params)
+    p = before.shape[0]
+    xy = _valid_pairs(before, after_normalized)
+    if len(xy) < 8 * p:
+        raise ValueError(f"fit_change_model: only {len(xy)} valid pixels in the sample")
+    irmad, prob = irmad_fit(xy, max_iter=dp.irmad_max_iter)
+    # robust per-band noise of the difference on (probable) no-change pixels
+    d = xy[:, p:] - xy[:, :p]
+    keep = prob > 0.5
+    if keep.sum() < 4 * p:
+        keep = np.ones(len(xy), bool)
+    dk = d[keep]
+    med = np.median(dk, axis=0)
+    scale = 1.4826 * np.median(np.abs(dk - med), axis=0)
+    scale = np.maximum(scale, 1e-4).astype(np.float64)
+    # pixelwise evidence of the sample (no neighbourhood: the sample may be scattered pixels)
+    ev = np.sqrt(np.sum((d / scale.astype(np.float32)) ** 2, axis=1))
+    if dp.threshold_method == "kittler":
+        t = float(np.exp(kittler_illingworth_threshold(np.log(np.maximum(ev, 1e-3)))))
+        t = float(np.clip(t, dp.min_threshold, dp.max_threshold))
+    else:
+        t = dp.fixed_threshold
+    return ChangeModel(
+        noise_scale=scale.tolist(), irmad_mean=irmad.mean_before + irmad.mean_after,
+        irmad_a=irmad.a, irmad_b=irmad.b, irmad_var=[s * s for s in irmad.mad_std],
+        irmad_rho=irmad.rho, threshold=t, threshold_method=dp.threshold_method,
+        n_pixels=len(xy), sample_change_fraction=float(np.mean(ev > t)),
+    )
+
+
+def change_score(before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel,
+                 params: Any) -> np.ndarray:
+    """Calibrated change score in 0..1 (0.5 = the fitted decision threshold); NaN invalid."""
+    dp = detector_params(params)
+    e = change_evidence(before, after_normalized, model, dp)
+    z = (e - np.float32(model.threshold)) / np.float32(dp.softness)
+    with np.errstate(over="ignore"):
+        score = 1.0 / (1.0 + np.exp(-z))
+    return score.astype(np.float32, copy=False)
+
+
+def _indices(im: np.ndarray) -> dict[str, np.ndarray]:
+    def nd(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ((x - y) / np.maximum(x + y, 1e-4)).astype(np.float32)
+
+    return {
+        "ndvi": nd(im[_N], im[_R]),
+        "ndbi": nd(im[_S1], im[_N]),
+        "mndwi": nd(im[_G], im[_S1]),
+        "bsi": nd(im[_S1] + im[_R], im[_N] + im[_B]),
+        "soil": nd(im[_S1], im[_B]),
+    }
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return (yy * yy + xx * xx) <= radius * radius + radius  # 3x3 full square at r=1
+
+
+def change_classes(before: np.ndarray, after_normalized: np.ndarray, score: np.ndarray,
+                   model: ChangeModel, params: Any) -> np.ndarray:
+    """Change type per pixel (uint8): 0 none, 1 built-up gain, 2 soil disturbance, 3 built-up
+    loss, 4 vegetation loss, 5 vegetation gain, 6 water change, 255 invalid.
+
+    ``params`` may be a ChangeParams (its ``score_threshold`` is used) or DetectorParams
+    (threshold 0.5). Morphological clean-up of the man-made mask is local (radius <= HALO_PX);
+    the minimum mapping unit is applied afterwards on the mosaic (apply_min_mapping_unit).
+    """
+    dp = detector_params(params)
+    thr = float(getattr(params, "score_threshold", 0.5))
+    valid = np.isfinite(score) & np.all(np.isfinite(before), axis=0) \
+        & np.all(np.isfinite(after_normalized), axis=0)
+    changed = valid & (np.nan_to_num(score, nan=0.0) > thr)
+    ib, ia = _indices(before), _indices(after_normalized)
+    veg_b = ib["ndvi"] > dp.ndvi_vegetation
+    veg_a = ia["ndvi"] > dp.ndvi_vegetation
+    wat_b = (ib["mndwi"] > dp.mndwi_water) & ~veg_b
+    wat_a = (ia["mndwi"] > dp.mndwi_water) & ~veg_a
+    dndvi = ia["ndvi"] - ib["ndvi"]
+
+    dsoil = ia["soil"] - ib["soil"]
+
+    out = np.zeros(score.shape, np.uint8)
+    # natural classes first: water on either date (glint, turbidity, flooding) unless the
+    # after pixel became land (reclamation, new construction), then vegetation dynamics
+    land_a = ~wat_a & ~veg_a & (ia["ndbi"] > dp.ndbi_built)
+    water = changed & ((wat_b & ~land_a) | (~wat_b & wat_a))
+    veg_gain = changed & ~water & (dndvi > dp.veg_gain_dndvi)
+    veg_loss = changed & ~water & ~veg_gain & veg_b & veg_a
+    man = changed & ~(water | veg_gain | veg_loss)
+    # man-made typing from the direction of change: cleared vegetation -> soil disturbance;
+    # water filled or a surface becoming less soil-like (roofs, pavement) -> built-up gain;
+    # a surface becoming more soil-like or brighter bare ground -> built-up loss
+    soil = man & veg_b & ~veg_a
+    gain = man & ~soil & (wat_b | (dsoil < 0))
+    loss = man & ~soil & ~gain
+    out[soil] = SOIL_DISTURBANCE
+    out[gain] = BUILT_GAIN
+    out[loss] = BUILT_LOSS
+    out[water] = WATER_CHANGE
+    out[veg_gain] = VEGETATION_GAIN
+    out[veg_loss] = VEGETATION_LOSS
+    out = _clean_man_made(out, dp)
+    out[~valid] = NODATA
+    return out
+
+
+def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
+    """Opening then closing of the man-made mask; new pixels take the nearest man-made type."""
+    man = np.isin(classes, MAN_MADE_CLASSES)
+    cleaned = man
+    if dp.open_radius_px:
+        st = _disk(dp.open_radius_px)
+        cleaned = ndimage.binary_dilation(ndimage.binary_erosion(cleaned, st, border_value=1), st)
+    if dp.close_radius_px:
+        st = _disk(dp.close_radius_px)
+        cleaned = ndimage.binary_erosion(ndimage.binary_dilation(cleaned, st), st, border_value=1)
+    out = classes.copy()
+    out[man & ~cleaned] = NO_CHANGE
+    added = cleaned & ~man
+    if added.any():
+        typed = np.where(man, classes, 0)
+        idx = ndimage.distance_transform_edt(~man, return_distances=False, return_indices=True)
+        out[added] = typed[idx[0][added], idx[1][added]]
+    return out
+
+
+def apply_min_mapping_unit(classes: np.ndarray, min_pixels: int, connectivity: int = 8
+                           ) -> np.ndarray:
+    """Drop man-made patches (classes 1-3 together) smaller than ``min_pixels``, globally.
+
+    Uses ``rasterio.features.sieve`` on the binary man-made mask; dropped pixels become 0
+    (no change). Non-man-made classes and no data are untouched; holes are not filled.
+    """
+    from rasterio.features import sieve
+
+    if min_pixels <= 1:
+        return classes
+    man = np.isin(classes, MAN_MADE_CLASSES).astype(np.uint8)
+    kept = sieve(man, size=int(min_pixels), connectivity=connectivity)
+    out = classes.copy()
+    out[(man == 1) & (kept == 0)] = NO_CHANGE
+    return out

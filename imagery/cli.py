@@ -1,0 +1,222 @@
+"""The `vigia` command: detect, demo, evaluate."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imagery import __version__
+from imagery.errors import VigiaError
+
+app = typer.Typer(
+    help="Vigía: Sentinel-2 change detection for Lima and Callao.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_DEMO_DATA = Path("data/demo")
+DEFAULT_DEMO_OUT = Path("output")
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (under VIGIA_* env and flags).")
+]
+
+
+def one_line_errors(func: F) -> F:
+    """Print user errors as one line on stderr and exit 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except VigiaError as exc:
+            console.print(f"[bold red]vigia: error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Vigía: Sentinel-2 change detection for Lima and Callao."""
+    if version:
+        typer.echo(f"vigia {__version__}")
+        raise typer.Exit(0)
+
+
+def _load_districts(path: Path | None) -> Any:
+    if path is None:
+        return None
+    import geopandas as gpd
+
+    from imagery.errors import InputError
+
+    if not path.exists():
+        raise InputError(f"--districts {path}: no such file")
+    try:
+        frame = gpd.read_file(path)
+    except Exception:
+        raise InputError(f"--districts {path}: not a readable vector layer") from None
+    if frame.crs is None or frame.empty:
+        raise InputError(f"--districts {path}: expected polygons with a CRS")
+    return frame
+
+
+@app.command()
+@one_line_errors
+def detect(
+    before: Annotated[Path, typer.Argument(help="Before scene: folder of band files or multi-band GeoTIFF.")],
+    after: Annotated[Path, typer.Argument(help="After scene, same forms as BEFORE.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the layers.")],
+    aoi: Annotated[
+        str | None, typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file.")
+    ] = None,
+    districts: Annotated[
+        Path | None, typer.Option("--districts", help="District polygons (NOMBDIST/IDDIST fields).")
+    ] = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="tcp://host:8786 of a Dask scheduler.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Detect change between two local scenes and write change_score.tif, change_class.tif,
+    hotspots.geojson and run.json into OUT."""
+    from imagery.aoi import load_aoi
+    from imagery.config import load_settings
+    from imagery.execute import detect as run_detect
+    from imagery.pipeline import plan_run
+    from imagery.sources.local import LocalSource, open_scene
+
+    settings = load_settings(config, dask_address=dask_address)
+    plan = plan_run(
+        load_aoi(aoi) if aoi else None, [open_scene(before)], [open_scene(after)], settings
+    )
+    district_frame = _load_districts(districts)
+    existed = out.exists()
+    try:
+        outputs = run_detect(
+            plan, LocalSource(before.parent), out,
+            dask_address=settings.dask_address, districts=district_frame,
+        )  # fmt: skip
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    for note in plan.notes():
+        console.print(f"note: {note}", highlight=False)
+    for name, path in outputs.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command()
+@one_line_errors
+def demo(
+    data: Annotated[Path, typer.Option("--data", help="Where the demo scenes are generated.")] = (
+        DEFAULT_DEMO_DATA
+    ),
+    out: Annotated[Path, typer.Option("--out", help="Output root of the nightly run.")] = (
+        DEFAULT_DEMO_OUT
+    ),
+) -> None:
+    """Generate the Lima demo scenes if missing, run the nightly Prefect flow on them, and score
+    the result against the planted truth."""
+    from imagery import demo as demo_data
+    from imagery.evaluate import evaluate
+
+    console.print(f"demo data: {data} (generated on first use)", highlight=False)
+    demo_data.generate(data)
+    from flows.nightly import NightlyParams, nightly
+
+    params = NightlyParams(
+        aoi="lima_callao", source="local", local_root=str(data / "scenes"),
+        run_date=demo_data.RUN_DATE, output_root=str(out),
+    )  # fmt: skip
+    run_dir = Path(nightly(params))
+    scores = evaluate(run_dir / "change_class.tif", data / "truth.tif")
+    typer.echo(f"layers: {run_dir}")
+    for name in ("change_score.tif", "change_class.tif", "hotspots.geojson", "run.json"):
+        typer.echo(f"  {run_dir / name}")
+    s = scores.summary()
+    typer.echo(
+        f"man-made change vs planted truth: precision {s['precision']:.3f}  recall {s['recall']:.3f}"
+        f"  F1 {s['f1']:.3f}  IoU {s['iou']:.3f}"
+    )
+
+
+@app.command()
+@one_line_errors
+def evaluate(
+    predicted: Annotated[
+        Path | None, typer.Argument(help="change_class.tif to score.")
+    ] = None,
+    truth: Annotated[Path | None, typer.Argument(help="Truth raster (0/1 or class codes).")] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="OSCD-style folder of cities (before/, after/, truth.tif)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --dataset: where each city's layers go.")
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="With --dataset: 'vigia' or the 'cva-otsu' baseline.")
+    ] = "vigia",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score man-made change (classes 1-3) against truth: PREDICTED TRUTH, or every city of
+    --dataset (per city and pooled over all pixels)."""
+    from imagery.errors import InputError
+    from imagery.evaluate import Scores
+    from imagery.evaluate import evaluate as score
+
+    rows: dict[str, Scores] = {}
+    if dataset is not None:
+        from imagery.oscd import evaluate_dataset
+
+        rows = evaluate_dataset(dataset, out or Path("output/evaluate"), method=method, config=config)
+    elif predicted is not None and truth is not None:
+        rows = {predicted.parent.name or str(predicted): score(predicted, truth)}
+    else:
+        raise InputError("evaluate: give PREDICTED TRUTH, or --dataset FOLDER")
+    _print_scores(rows, as_json)
+
+
+def _print_scores(rows: dict[str, Any], as_json: bool) -> None:
+    from imagery.evaluate import pooled
+
+    table_rows = dict(rows)
+    if len(rows) > 1:
+        table_rows["pooled"] = pooled(rows.values())
+    if as_json:
+        typer.echo(json.dumps({k: v.summary() for k, v in table_rows.items()}, indent=2))
+        return
+    table = Table("scene", "precision", "recall", "F1", "IoU", "changed px (truth)")
+    for name, s in table_rows.items():
+        d = s.summary()
+        table.add_row(
+            name, f"{d['precision']:.3f}", f"{d['recall']:.3f}", f"{d['f1']:.3f}",
+            f"{d['iou']:.3f}", str(s.tp + s.fn),
+        )  # fmt: skip
+    Console().print(table)
+
+
+def run() -> None:
+    """Entry point used by `python -m imagery.cli`."""
+    app(prog_name="vigia")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

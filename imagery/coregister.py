@@ -1,0 +1,580 @@
+"""Sub-pixel co-registration of a target image onto a reference grid.
+
+Tie-point grid of windows matched by phase correlation (whitened cross-power spectrum, integer
+peak, re-extraction at the integer offset, then an upsampled-DFT sub-pixel peak), reliability
+filtering (valid fraction, peak significance, maximum shift), a robust affine/translation fit and
+a fused numba resampler. Pure numpy in, numpy/pydantic out; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numba
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+from pydantic import BaseModel, Field
+
+from imagery.config import CoregParams
+
+F32 = npt.NDArray[np.float32]
+C64 = npt.NDArray[np.complex64]
+I64 = npt.NDArray[np.int64]
+Method = Literal["local-affine", "global", "none"]
+
+_BATCH = 32  # windows per FFT batch: bounds memory to ~ 32 * 3 * window^2 * 8 bytes
+
+
+class ShiftModel(BaseModel):
+    """Shift of the target relative to the reference, in reference-grid pixels (JSON-serialisable).
+
+    shift(r, c) = (dx_px, dy_px) + gradient @ (clip(r) - centre_row, clip(c) - centre_col); the
+    coordinates are clipped to `extent` (the tie-point hull box) so the affine never extrapolates.
+    """
+
+    dx_px: float = Field(
+        default=0.0, description="Shift east (columns) at `centre`, reference pixels."
+    )
+    dy_px: float = Field(
+        default=0.0, description="Shift south (rows) at `centre`, reference pixels."
+    )
+    n_tie_points: int = Field(default=0, ge=0, description="Tie points kept by the fit.")
+    n_rejected: int = Field(
+        default=0, ge=0, description="Matched windows rejected (unreliable/outlier)."
+    )
+    rmse_px: float = Field(default=0.0, ge=0, description="RMS of kept tie points about the model.")
+    method: Method = "none"
+    centre: tuple[float, float] = Field(
+        default=(0.0, 0.0), description="(row, col) of dx_px/dy_px."
+    )
+    gradient: tuple[float, float, float, float] = Field(
+        default=(0.0, 0.0, 0.0, 0.0), description="d(dx)/drow, d(dx)/dcol, d(dy)/drow, d(dy)/dcol."
+    )
+    extent: tuple[float, float, float, float] = Field(
+        default=(0.0, 0.0, 0.0, 0.0), description="row_min, row_max, col_min, col_max clip box."
+    )
+    n_windows: int = Field(default=0, ge=0, description="Windows examined on the tie-point grid.")
+
+    def coefficients(self) -> npt.NDArray[np.float64]:
+        """The model as the 10 scalars the resampling kernel reads."""
+        return np.array(
+            [self.dx_px, self.dy_px, *self.centre, *self.gradient, *self.extent], dtype=np.float64
+        )
+
+    def shift_at(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dx, dy) at the given grid pixel centres (global run-grid coordinates)."""
+        r = np.asarray(rows, dtype=np.float64)
+        c = np.asarray(cols, dtype=np.float64)
+        if self.method != "local-affine":
+            shape = np.broadcast_shapes(r.shape, c.shape)
+            return np.full(shape, self.dx_px), np.full(shape, self.dy_px)
+        r0, r1, c0, c1 = self.extent
+        dr = np.clip(r, r0, r1) - self.centre[0]
+        dc = np.clip(c, c0, c1) - self.centre[1]
+        gxr, gxc, gyr, gyc = self.gradient
+        return self.dx_px + gxr * dr + gxc * dc, self.dy_px + gyr * dr + gyc * dc
+
+
+@dataclass(frozen=True)
+class TiePoints:
+    """Per-window matches in global grid coordinates (window centres) and their quality."""
+
+    rows: npt.NDArray[np.float64]
+    cols: npt.NDArray[np.float64]
+    dx: npt.NDArray[np.float64]
+    dy: npt.NDArray[np.float64]
+    peak: npt.NDArray[np.float64]  # normalised phase-correlation peak height, 0..1
+    psr: npt.NDArray[np.float64]  # peak-to-sidelobe ratio of the integer surface
+    reliable: npt.NDArray[np.bool_]
+
+
+# --------------------------------------------------------------------------- window matching
+
+
+def _hann(n: int) -> F32:
+    """2-D separable Hann taper: suppresses the edge cross that biases the peak towards zero."""
+    w = np.hanning(n + 2)[1:-1].astype(np.float32)
+    return np.outer(w, w)
+
+
+def _prepare(stack: F32, taper: F32) -> tuple[F32, F32]:
+    """De-mean each window over its valid pixels, zero invalid ones, taper; also valid fraction."""
+    valid = np.isfinite(stack)
+    nvalid = valid.sum(axis=(1, 2), dtype=np.float32)
+    filled = np.where(valid, stack, np.float32(0))
+    mean = filled.sum(axis=(1, 2), dtype=np.float32) / np.maximum(nvalid, 1)
+    filled -= mean[:, None, None]
+    filled[~valid] = 0
+    filled *= taper
+    frac = (nvalid / np.float32(stack.shape[1] * stack.shape[2])).astype(np.float32)
+    return filled, frac
+
+
+def _cross_power(ref_f: C64, tgt: F32) -> C64:
+    """Whitened cross-power spectrum (target x conj(reference)); its inverse peaks at +shift."""
+    tgt_f = scipy.fft.rfft2(tgt, workers=-1)
+    cp = tgt_f * np.conj(ref_f)
+    mag = np.abs(cp)
+    eps = np.float32(1e-12) * np.maximum(mag.max(axis=(1, 2), keepdims=True), np.float32(1e-30))
+    cp /= mag + eps
+    return cp.astype(np.complex64, copy=False)
+
+
+def _integer_peak(cp: C64, n: int) -> tuple[I64, I64, npt.NDArray[np.float64]]:
+    """Integer peak (row, col shift, wrapped to +-n/2) and peak-to-sidelobe ratio per surface."""
+    surf = scipy.fft.irfft2(cp, s=(n, n), workers=-1)
+    flat = surf.reshape(len(surf), -1)
+    idx = flat.argmax(axis=1)
+    pr, pc = np.divmod(idx, n)
+    peak = flat[np.arange(len(flat)), idx].astype(np.float64)
+    # Side-lobe statistics excluding a 5x5 neighbourhood of the peak.
+    for k in range(len(surf)):
+        rr = (pr[k] + np.arange(-2, 3)) % n
+        cc = (pc[k] + np.arange(-2, 3)) % n
+        surf[k][np.ix_(rr, cc)] = np.nan
+    mu = np.nanmean(flat, axis=1)
+    sd = np.nanstd(flat, axis=1)
+    psr = (peak - mu) / np.maximum(sd, 1e-12)
+    shift_r = np.where(pr >= n // 2, pr - n, pr).astype(np.int64)
+    shift_c = np.where(pc >= n // 2, pc - n, pc).astype(np.int64)
+    return shift_r, shift_c, psr
+
+
+def _dft_kernels(
+    n: int, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int
+) -> tuple[C64, C64, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Matrix-DFT kernels that evaluate the correlation surface on an m x m sub-pixel grid."""
+    offs = np.linspace(-half, half, m)
+    ys = centre_r[:, None] + offs[None, :]  # (k, m)
+    xs = centre_c[:, None] + offs[None, :]
+    fu = scipy.fft.fftfreq(n, d=1.0 / n)  # signed row frequencies, length n
+    fv = np.arange(n // 2 + 1, dtype=np.float64)  # rfft column frequencies
+    wv = np.full(fv.shape, 2.0)
+    wv[0] = 1.0
+    if n % 2 == 0:
+        wv[-1] = 1.0
+    ey = np.exp(2j * np.pi * ys[:, :, None] * fu[None, None, :] / n).astype(np.complex64)
+    ex = (wv[None, :, None] * np.exp(2j * np.pi * fv[None, :, None] * xs[:, None, :] / n)).astype(
+        np.complex64
+    )
+    return ey, ex, ys, xs
+
+
+def _subpixel_peak(
+    cp: C64, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Locate the correlation maximum near (centre_r, centre_c) on an m x m grid of +-half px."""
+    n = cp.shape[1]
+    ey, ex, ys, xs = _dft_kernels(n, centre_r, centre_c, half, m)
+    surf = np.matmul(np.matmul(ey, cp), ex).real / np.float32(n * n)  # (k, m, m)
+    flat = surf.reshape(len(surf), -1)
+    idx = flat.argmax(axis=1)
+    ir, ic = np.divmod(idx, m)
+    k = np.arange(len(surf))
+    step = 2.0 * half / (m - 1)
+    fr = _parabola(surf, k, ir, ic, axis=0, m=m)
+    fc = _parabola(surf, k, ir, ic, axis=1, m=m)
+    return ys[k, ir] + fr * step, xs[k, ic] + fc * step, flat[k, idx].astype(np.float64)
+
+
+def _parabola(
+    surf: np.ndarray, k: np.ndarray, ir: np.ndarray, ic: np.ndarray, axis: int, m: int
+) -> npt.NDArray[np.float64]:
+    """Vertex offset (grid steps, within +-0.5) of a parabola through the peak and neighbours."""
+    if axis == 0:
+        lo = surf[k, np.clip(ir - 1, 0, m - 1), ic]
+        hi = surf[k, np.clip(ir + 1, 0, m - 1), ic]
+        edge = (ir == 0) | (ir == m - 1)
+    else:
+        lo = surf[k, ir, np.clip(ic - 1, 0, m - 1)]
+        hi = surf[k, ir, np.clip(ic + 1, 0, m - 1)]
+        edge = (ic == 0) | (ic == m - 1)
+    mid = surf[k, ir, ic]
+    den = lo - 2 * mid + hi
+    off = np.where(np.abs(den) > 1e-12, 0.5 * (lo - hi) / np.where(den == 0, 1, den), 0.0)
+    return np.where(edge, 0.0, np.clip(off, -0.5, 0.5)).astype(np.float64)
+
+
+def _extract(img: F32, tops: I64, lefts: I64, n: int) -> F32:
+    """Stack of n x n windows with the given top-left corners (all inside the image)."""
+    out = np.empty((len(tops), n, n), dtype=np.float32)
+    for k, (t, left) in enumerate(zip(tops, lefts, strict=True)):
+        out[k] = img[t : t + n, left : left + n]
+    return out
+
+
+def _window_grid(shape: tuple[int, int], n: int, step: int, margin: int) -> tuple[I64, I64]:
+    """Top-left corners of a centred grid of n x n windows keeping `margin` px from the edges."""
+    axes = []
+    for size in shape:
+        span = size - n - 2 * margin
+        if span < 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        count = span // step + 1
+        start = margin + (span - (count - 1) * step) // 2
+        axes.append(start + step * np.arange(count, dtype=np.int64))
+    tops, lefts = np.meshgrid(axes[0], axes[1], indexing="ij")
+    return tops.ravel(), lefts.ravel()
+
+
+def _match_batch(
+    ref: F32,
+    tgt: F32,
+    tops: I64,
+    lefts: I64,
+    n: int,
+    margin: int,
+    max_invalid: float,
+) -> tuple[np.ndarray, ...]:
+    """Match one batch of windows: (dy, dx, peak, psr, ok) per window."""
+    taper = _hann(n)
+    ref_w, ref_frac = _prepare(_extract(ref, tops, lefts, n), taper)
+    ref_f = scipy.fft.rfft2(ref_w, workers=-1)
+    tgt_w, tgt_frac = _prepare(_extract(tgt, tops, lefts, n), taper)
+    ir, ic, psr = _integer_peak(_cross_power(ref_f, tgt_w), n)
+    # Re-extract the target at the integer offset so the sub-pixel residual sees full overlap.
+    ir = np.clip(ir, -margin, margin)
+    ic = np.clip(ic, -margin, margin)
+    moved = (ir != 0) | (ic != 0)
+    if moved.any():
+        tgt_m, frac_m = _prepare(
+            _extract(tgt, tops[moved] + ir[moved], lefts[moved] + ic[moved], n), taper
+        )
+        tgt_w[moved] = tgt_m
+        tgt_frac[moved] = frac_m
+    cp = _cross_power(ref_f, tgt_w)
+    zeros = np.zeros(len(tops))
+    r1, c1, _ = _subpixel_peak(cp, zeros, zeros, half=0.75, m=16)
+    r2, c2, peak = _subpixel_peak(cp, r1, c1, half=0.06, m=13)
+    ok = (ref_frac >= 1 - max_invalid) & (tgt_frac >= 1 - max_invalid)
+    ok &= (np.abs(r2) < 0.75) & (np.abs(c2) < 0.75)
+    return ir + r2, ic + c2, peak, psr, ok
+
+
+def match_windows(
+    reference: F32,
+    target: F32,
+    params: CoregParams,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    max_invalid_frac: float = 0.1,
+    min_psr: float = 9.0,
+    min_peak: float = 0.03,
+) -> TiePoints:
+    """Phase-correlate a grid of windows: tie points in global coordinates, reliability flags."""
+    n = _window_size(reference.shape, params.window_px)
+    margin = math.ceil(params.max_shift_px) + 1
+    tops, lefts = _window_grid(reference.shape, n, params.grid_step_px, margin)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for s in range(0, len(tops), _BATCH):
+        sl = slice(s, s + _BATCH)
+        parts.append(
+            _match_batch(reference, target, tops[sl], lefts[sl], n, margin, max_invalid_frac)
+        )
+    if parts:
+        dy, dx, peak, psr, ok = (np.concatenate(p) for p in zip(*parts, strict=True))
+    else:
+        dy = dx = peak = psr = np.empty(0)
+        ok = np.empty(0, dtype=bool)
+    shift_ok = np.hypot(dx, dy) <= params.max_shift_px
+    reliable = ok & shift_ok & (psr >= min_psr) & (peak >= min_peak)
+    half = (n - 1) / 2.0
+    return TiePoints(
+        rows=(tops + origin[0] + half).astype(np.float64),
+        cols=(lefts + origin[1] + half).astype(np.float64),
+        dx=dx.astype(np.float64),
+        dy=dy.astype(np.float64),
+        peak=peak.astype(np.float64),
+        psr=psr.astype(np.float64),
+        reliable=reliable.astype(bool),
+    )
+
+
+def _window_size(shape: tuple[int, ...], wanted: int) -> int:
+    """Window edge: the configured size, shrunk (to an even size) when the image is smaller."""
+    return int(min(wanted, (min(shape) // 2) * 2))
+
+
+# --------------------------------------------------------------------------- model fitting
+
+
+def _design(
+    rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], affine: bool
+) -> np.ndarray:
+    """Least-squares design matrix: [1] or [1, row - r0, col - c0]."""
+    cols_ = [np.ones_like(rows)]
+    if affine:
+        cols_ += [rows - centre[0], cols - centre[1]]
+    return np.stack(cols_, axis=1)
+
+
+def _fit(tp: TiePoints, keep: np.ndarray, centre: tuple[float, float], affine: bool) -> np.ndarray:
+    """Coefficients (2, p) of dx and dy on the kept tie points."""
+    a = _design(tp.rows[keep], tp.cols[keep], centre, affine)
+    sol, *_ = np.linalg.lstsq(a, np.stack([tp.dx[keep], tp.dy[keep]], axis=1), rcond=None)
+    return np.asarray(sol.T)
+
+
+def _residuals(tp: TiePoints, coef: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
+    """Euclidean residual of every tie point about the model."""
+    a = _design(tp.rows, tp.cols, centre, coef.shape[1] == 3)
+    pred = a @ coef.T
+    return np.asarray(np.hypot(tp.dx - pred[:, 0], tp.dy - pred[:, 1]))
+
+
+def _robust_fit(
+    tp: TiePoints, affine: bool, floor_px: float, iterations: int = 6
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """Sigma-clipped fit starting from the median translation; returns (coef, kept mask, centre)."""
+    keep = tp.reliable.copy()
+    centre = (float(np.mean(tp.rows[keep])), float(np.mean(tp.cols[keep])))
+    coef = np.array([[np.median(tp.dx[keep])], [np.median(tp.dy[keep])]])
+    for _ in range(iterations):
+        res = _residuals(tp, coef, centre)
+        sigma = 1.4826 * float(np.median(res[keep])) / 1.1774 * 1.0
+        new_keep = tp.reliable & (res <= max(3.0 * sigma * 1.1774, floor_px))
+        if new_keep.sum() < (3 if affine else 1):
+            break
+        keep = new_keep
+        coef = _fit(tp, keep, centre, affine)
+    return coef, keep, centre
+
+
+def _affine_supported(
+    tp: TiePoints,
+    keep: np.ndarray,
+    coef_t: np.ndarray,
+    coef_a: np.ndarray,
+    centre: tuple[float, float],
+) -> bool:
+    """F-test (4 extra parameters, p < 0.001) that an affine beats a translation on kept points."""
+    n = int(keep.sum())
+    if n < 8 or np.ptp(tp.rows[keep]) == 0 or np.ptp(tp.cols[keep]) == 0:
+        return False
+    rss_t = float(np.sum(_residuals(tp, coef_t, centre)[keep] ** 2))
+    rss_a = float(np.sum(_residuals(tp, coef_a, centre)[keep] ** 2))
+    dof = 2 * n - 6
+    if rss_a <= 0:
+        return rss_t > 0
+    f = ((rss_t - rss_a) / 4.0) / (rss_a / dof)
+    from scipy.stats import f as f_dist
+
+    return bool(f > f_dist.ppf(0.999, 4, dof))
+
+
+def fit_model(tp: TiePoints, params: CoregParams, *, floor_px: float = 0.2) -> ShiftModel | None:
+    """Robust translation or affine model from tie points, or None when too few are reliable."""
+    n_matched = int(tp.reliable.sum())
+    if n_matched < params.min_tie_points:
+        return None
+    coef_t, keep_t, centre = _robust_fit(tp, affine=False, floor_px=floor_px)
+    coef, keep, method = coef_t, keep_t, "global"
+    if keep_t.sum() >= max(params.min_tie_points, 8):
+        coef_a, keep_a, _ = _robust_fit(tp, affine=True, floor_px=floor_px)
+        coef_t2 = _fit(tp, keep_a, centre, affine=False)
+        if _affine_supported(tp, keep_a, coef_t2, coef_a, centre):
+            coef, keep, method = coef_a, keep_a, "local-affine"
+    res = _residuals(tp, coef, centre)[keep]
+    grad = (0.0, 0.0, 0.0, 0.0)
+    if coef.shape[1] == 3:
+        grad = (float(coef[0, 1]), float(coef[0, 2]), float(coef[1, 1]), float(coef[1, 2]))
+    rk, ck = tp.rows[keep], tp.cols[keep]
+    return ShiftModel(
+        dx_px=float(coef[0, 0]),
+        dy_px=float(coef[1, 0]),
+        n_tie_points=int(keep.sum()),
+        n_rejected=len(tp.dx) - int(keep.sum()),
+        rmse_px=float(np.sqrt(np.mean(res**2))) if len(res) else 0.0,
+        method=method,  # type: ignore[arg-type]
+        centre=centre,
+        gradient=grad,
+        extent=(float(rk.min()), float(rk.max()), float(ck.min()), float(ck.max())),
+        n_windows=len(tp.dx),
+    )
+
+
+def _global_match(
+    reference: F32,
+    target: F32,
+    params: CoregParams,
+    origin: tuple[int, int],
+    min_psr: float,
+    min_peak: float,
+) -> ShiftModel | None:
+    """One large centred window (up to 1024 px, half may be invalid): the fallback translation."""
+    margin = math.ceil(params.max_shift_px) + 1
+    h, w = reference.shape
+    n = int(min(1024, ((min(h, w) - 2 * margin) // 2) * 2))
+    if n < 32:
+        return None
+    top, left = np.array([(h - n) // 2]), np.array([(w - n) // 2])
+    dy, dx, peak, psr, _ = _match_batch(reference, target, top, left, n, margin, 1.0)
+    valid = np.isfinite(reference[top[0] : top[0] + n, left[0] : left[0] + n])
+    valid &= np.isfinite(target[top[0] : top[0] + n, left[0] : left[0] + n])
+    ok = valid.mean() >= 0.5 and psr[0] >= min_psr and peak[0] >= min_peak
+    if not ok or math.hypot(dx[0], dy[0]) > params.max_shift_px:
+        return None
+    c = (origin[0] + top[0] + (n - 1) / 2.0, origin[1] + left[0] + (n - 1) / 2.0)
+    return ShiftModel(
+        dx_px=float(dx[0]),
+        dy_px=float(dy[0]),
+        n_tie_points=1,
+        method="global",
+        centre=(float(c[0]), float(c[1])),
+        extent=(float(c[0]), float(c[0]), float(c[1]), float(c[1])),
+    )
+
+
+def estimate_shift(
+    reference: np.ndarray,
+    target: np.ndarray,
+    params: CoregParams,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    max_invalid_frac: float = 0.1,
+    min_psr: float = 9.0,
+    min_peak: float = 0.03,
+    outlier_floor_px: float = 0.2,
+) -> ShiftModel:
+    """Shift of `target` relative to `reference` (same grid, NaN = invalid) in global grid pixels.
+
+    Tie-point grid -> robust affine/translation fit; fewer than `params.min_tie_points` reliable
+    points -> one large global window; nothing reliable -> method "none" with zero shift.
+    """
+    ref = np.asarray(reference, dtype=np.float32)
+    tgt = np.asarray(target, dtype=np.float32)
+    if ref.ndim != 2 or ref.shape != tgt.shape:
+        raise ValueError(f"reference {ref.shape} and target {tgt.shape}: need equal 2-D shapes")
+    if not params.enabled:
+        return ShiftModel()
+    tp = match_windows(
+        ref,
+        tgt,
+        params,
+        origin=origin,
+        max_invalid_frac=max_invalid_frac,
+        min_psr=min_psr,
+        min_peak=min_peak,
+    )
+    model = fit_model(tp, params, floor_px=outlier_floor_px)
+    if model is None:
+        model = _global_match(ref, tgt, params, origin, min_psr, min_peak)
+        if model is not None:
+            model = model.model_copy(update={"n_rejected": len(tp.dx), "n_windows": len(tp.dx)})
+    return model or ShiftModel(n_rejected=int(tp.reliable.sum()), n_windows=len(tp.dx))
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+@numba.njit(cache=True, inline="always")
+def _taps(s: float, order: int, w: np.ndarray) -> int:
+    """Fill w with the 1-D kernel weights for source coordinate s; return the first tap index."""
+    i0 = math.floor(s)
+    t = s - i0
+    if order == 1:
+        w[0] = 1.0 - t
+        w[1] = t
+        w[2] = 0.0
+        w[3] = 0.0
+        return i0
+    # Keys cubic convolution, a = -0.5 (taps i0-1 .. i0+2).
+    a = -0.5
+    for k in range(4):
+        x = abs(t - (k - 1))
+        if x <= 1.0:
+            w[k] = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+        elif x < 2.0:
+            w[k] = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+        else:
+            w[k] = 0.0
+    return i0 - 1
+
+
+@numba.njit(parallel=True, cache=True)
+def _warp(
+    src: np.ndarray, out: np.ndarray, r0: int, c0: int, coef: np.ndarray, affine: bool, order: int
+) -> None:
+    """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN."""
+    nb, h, w = src.shape
+    ntap = 2 if order == 1 else 4
+    dx0, dy0, rc, cc, gxr, gxc, gyr, gyc, rmin, rmax, cmin, cmax = (
+        coef[0],
+        coef[1],
+        coef[2],
+        coef[3],
+        coef[4],
+        coef[5],
+        coef[6],
+        coef[7],
+        coef[8],
+        coef[9],
+        coef[10],
+        coef[11],
+    )
+    for i in numba.prange(h):
+        wy = np.empty(4)
+        wx = np.empty(4)
+        gr = float(i + r0)
+        dr = min(max(gr, rmin), rmax) - rc
+        for j in range(w):
+            gc = float(j + c0)
+            dx = dx0
+            dy = dy0
+            if affine:
+                dcol = min(max(gc, cmin), cmax) - cc
+                dx += gxr * dr + gxc * dcol
+                dy += gyr * dr + gyc * dcol
+            y0 = _taps(gr + dy, order, wy) - r0
+            x0 = _taps(gc + dx, order, wx) - c0
+            inside = True
+            for k in range(ntap):
+                if wy[k] != 0.0 and (y0 + k < 0 or y0 + k >= h):
+                    inside = False
+                if wx[k] != 0.0 and (x0 + k < 0 or x0 + k >= w):
+                    inside = False
+            for b in range(nb):
+                if not inside:
+                    out[b, i, j] = np.nan
+                    continue
+                acc = 0.0
+                for ky in range(ntap):
+                    if wy[ky] == 0.0:
+                        continue
+                    row = 0.0
+                    for kx in range(ntap):
+                        if wx[kx] != 0.0:
+                            row += wx[kx] * src[b, y0 + ky, x0 + kx]
+                    acc += wy[ky] * row
+                out[b, i, j] = acc
+
+
+def apply_shift(
+    bands: np.ndarray,
+    model: ShiftModel,
+    *,
+    origin: tuple[int, int] = (0, 0),
+    order: Literal[1, 3] = 3,
+) -> np.ndarray:
+    """Resample a target window (..., H, W) onto the reference grid: out(p) = target(p + shift(p)).
+
+    Weights depend only on global coordinates, so adjacent windows agree with their union away
+    from the edges; NaN where the source falls outside the window or touches a NaN. order: 1
+    bilinear, 3 cubic convolution (sharper; the default).
+    """
+    arr = np.asarray(bands, dtype=np.float32)
+    if arr.ndim < 2:
+        raise ValueError(f"bands must be (..., H, W), got shape {arr.shape}")
+    if order not in (1, 3):
+        raise ValueError(f"order must be 1 or 3, got {order}")
+    src = np.ascontiguousarray(arr.reshape((-1, *arr.shape[-2:])))
+    out = np.empty_like(src)
+    coef = np.array(
+        [model.dx_px, model.dy_px, *model.centre, *model.gradient, *model.extent], dtype=np.float64
+    )
+    affine = model.method == "local-affine"
+    _warp(src, out, int(origin[0]), int(origin[1]), coef, affine, int(order))
+    return out.reshape(arr.shape)

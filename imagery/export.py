@@ -1,0 +1,111 @@
+"""Writers for published layers: COGs, GeoJSON, JSON; every file lands by atomic rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from odc.geo.geobox import GeoBox
+from rasterio.shutil import copy as rio_copy
+
+#: change_class.tif codes, names and colours (RGBA) shown in QGIS and the report.
+CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    0: ("no change", (0, 0, 0, 0)),
+    1: ("new construction / built-up gain", (228, 26, 28, 255)),
+    2: ("soil disturbance / land clearing", (255, 127, 0, 255)),
+    3: ("demolition / built-up loss", (152, 78, 163, 255)),
+    4: ("vegetation loss", (166, 86, 40, 255)),
+    5: ("vegetation gain", (77, 175, 74, 255)),
+    6: ("water change", (55, 126, 184, 255)),
+    255: ("no data", (0, 0, 0, 0)),
+}
+MAN_MADE_CLASSES = (1, 2, 3)
+CLASS_NODATA = 255
+
+COG_OPTIONS = {
+    "BLOCKSIZE": 512,
+    "COMPRESS": "DEFLATE",
+    "LEVEL": 6,
+    "OVERVIEWS": "IGNORE_EXISTING",
+    "BIGTIFF": "IF_SAFER",
+    "NUM_THREADS": "ALL_CPUS",
+}
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """A temporary path beside `final`, renamed onto it only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def scratch_raster(path: Path, gbox: GeoBox, dtype: str, nodata: float) -> rasterio.io.DatasetWriter:
+    """An uncompressed tiled GeoTIFF to assemble a mosaic into, window by window."""
+    return rasterio.open(
+        path, "w", driver="GTiff", width=gbox.shape.x, height=gbox.shape.y, count=1, dtype=dtype,
+        crs=gbox.crs.to_wkt(), transform=gbox.affine, nodata=nodata, tiled=True,
+        blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER",
+    )  # fmt: skip
+
+
+def finish_cog(
+    scratch: Path,
+    final: Path,
+    *,
+    description: str,
+    categorical: bool,
+    predictor: int,
+) -> Path:
+    """Turn an assembled scratch GeoTIFF into a COG with overviews, statistics and metadata."""
+    with rasterio.open(scratch, "r+") as ds:
+        ds.set_band_description(1, description)
+        stats = ds.stats(approx=False)[0]
+        ds.update_tags(
+            1, STATISTICS_MINIMUM=stats.min, STATISTICS_MAXIMUM=stats.max,
+            STATISTICS_MEAN=stats.mean, STATISTICS_STDDEV=stats.std,
+        )  # fmt: skip
+        if categorical:
+            ds.write_colormap(1, {k: rgba for k, (_, rgba) in CHANGE_CLASSES.items()})
+            ds.update_tags(1, **{f"CLASS_{k}": name for k, (name, _) in CHANGE_CLASSES.items()})
+    options = dict(COG_OPTIONS, PREDICTOR=predictor)
+    options["RESAMPLING"] = "NEAREST" if categorical else "AVERAGE"
+    with atomic_path(final) as tmp:
+        rio_copy(scratch, tmp, driver="COG", **options)
+    return final
+
+
+def write_json(data: Any, final: Path) -> Path:
+    """Write JSON atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return final
+
+
+def write_geojson(frame: Any, final: Path) -> Path:
+    """Write a GeoDataFrame as RFC 7946 GeoJSON (EPSG:4326, right-hand rings), atomically."""
+    out = frame.to_crs(4326)
+    with atomic_path(final) as tmp:
+        out.to_file(tmp, driver="GeoJSON", RFC7946="YES", WRITE_NAME="NO")
+    return final
+
+
+def read_raster(path: Path) -> np.ndarray:
+    """Band 1 of a raster."""
+    with rasterio.open(path) as ds:
+        return ds.read(1)

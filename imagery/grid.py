@@ -1,0 +1,82 @@
+"""The run grid: one GeoBox for the whole run (AOI's UTM zone, 10 m) and its processing tiles."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from pyproj import CRS
+from shapely.geometry.base import BaseGeometry
+
+from imagery.aoi import AOI
+from imagery.errors import InputError
+
+#: Largest run grid accepted (4x the Lima+Callao bounding box).
+MAX_GRID_PIXELS = 400_000_000
+
+
+def run_geobox(aoi: AOI, resolution: float = 10.0, crs: CRS | None = None) -> GeoBox:
+    """The AOI's bounding box in its UTM zone, snapped to whole multiples of the resolution."""
+    geom = Geometry(aoi.geometry, crs="EPSG:4326").to_crs(crs or aoi.utm_crs())
+    gbox = GeoBox.from_geopolygon(geom, resolution=resolution, tight=False)
+    if gbox.shape.x * gbox.shape.y > MAX_GRID_PIXELS:
+        raise InputError(
+            f"AOI {aoi.name}: grid of {gbox.shape.x}x{gbox.shape.y} px at {resolution} m is larger "
+            f"than {MAX_GRID_PIXELS:,} px; use a smaller AOI or a coarser --resolution"
+        )
+    return gbox
+
+
+def clip_geobox(gbox: GeoBox, footprint: BaseGeometry, footprint_crs: str = "EPSG:4326") -> GeoBox:
+    """The part of the grid covering `footprint` (pixel-aligned with the original grid)."""
+    geom = Geometry(footprint, crs=footprint_crs).to_crs(gbox.crs)
+    inter = geom.intersection(gbox.extent)
+    if inter.is_empty or inter.area <= 0:
+        raise InputError("the scenes do not cover the AOI: no overlap between AOI and imagery")
+    minx, miny, maxx, maxy = inter.boundingbox
+    inv = ~gbox.affine
+    cols, rows = zip(*(inv * (x, y) for x in (minx, maxx) for y in (miny, maxy)), strict=True)
+    r0, r1 = max(int(math.floor(min(rows))), 0), min(int(math.ceil(max(rows))), gbox.shape.y)
+    c0, c1 = max(int(math.floor(min(cols))), 0), min(int(math.ceil(max(cols))), gbox.shape.x)
+    return gbox[r0:r1, c0:c1]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One processing tile: its index, its pixel window in the run grid and the padded read grid."""
+
+    row: int
+    col: int
+    row0: int
+    col0: int
+    height: int
+    width: int
+
+    @property
+    def name(self) -> str:
+        """Stable name used for tile files and Dask keys."""
+        return f"r{self.row:03d}c{self.col:03d}"
+
+    def padded(self, gbox: GeoBox, halo: int) -> tuple[GeoBox, tuple[int, int], tuple[slice, slice]]:
+        """Grid of the tile grown by `halo` px (clamped to the run grid), its origin, the inner crop."""
+        r0 = max(self.row0 - halo, 0)
+        c0 = max(self.col0 - halo, 0)
+        r1 = min(self.row0 + self.height + halo, gbox.shape.y)
+        c1 = min(self.col0 + self.width + halo, gbox.shape.x)
+        inner = (
+            slice(self.row0 - r0, self.row0 - r0 + self.height),
+            slice(self.col0 - c0, self.col0 - c0 + self.width),
+        )
+        return gbox[r0:r1, c0:c1], (r0, c0), inner
+
+
+def tiles(gbox: GeoBox, tile_size: int) -> list[Tile]:
+    """Split the grid into tiles of `tile_size` px (the last row/column may be smaller)."""
+    ny, nx = gbox.shape.y, gbox.shape.x
+    out = []
+    for i, r0 in enumerate(range(0, ny, tile_size)):
+        for j, c0 in enumerate(range(0, nx, tile_size)):
+            out.append(Tile(i, j, r0, c0, min(tile_size, ny - r0), min(tile_size, nx - c0)))
+    return out

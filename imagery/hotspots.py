@@ -1,0 +1,150 @@
+"""Hotspots: man-made change patches (classes 1-3) as polygons with the attributes planners filter on."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import date
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio.features
+from odc.geo.geobox import GeoBox
+from scipy import ndimage
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES
+
+HOTSPOT_COLUMNS = [
+    "id", "change_type", "change_class", "area_m2", "score_mean", "score_max", "confidence",
+    "centroid_lon", "centroid_lat", "district", "ubigeo", "before_date", "after_date",
+    "first_seen", "last_seen", "status", "priority",
+]  # fmt: skip
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def remove_small_patches(classes: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Set change patches smaller than `min_pixels` (8-connected, man-made and natural groups
+    sieved separately) to 0, in place; returns `classes`."""
+    if min_pixels <= 1:
+        return classes
+    for group in (MAN_MADE_CLASSES, (4, 5, 6)):
+        mask = np.isin(classes, group)
+        labels, n = ndimage.label(mask, structure=_EIGHT)
+        if n == 0:
+            continue
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_pixels
+        small[0] = False
+        classes[small[labels]] = 0
+    return classes
+
+
+def confidence(score_mean: float) -> str:
+    """low / medium / high from the mean change score of a patch."""
+    return "high" if score_mean >= 0.8 else "medium" if score_mean >= 0.65 else "low"
+
+
+def stable_id(change_class: int, x: float, y: float) -> str:
+    """An id that stays the same across runs for the same patch (centroid on a 50 m lattice)."""
+    key = f"{change_class}:{round(x / 50.0)}:{round(y / 50.0)}"
+    return "VG-" + hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def extract_hotspots(
+    classes: np.ndarray,
+    score: np.ndarray,
+    gbox: GeoBox,
+    *,
+    before_date: date | None,
+    after_date: date | None,
+) -> gpd.GeoDataFrame:
+    """One polygon per 8-connected man-made change patch, with attributes, in the grid's CRS."""
+    man_made = np.isin(classes, MAN_MADE_CLASSES)
+    labels, n = ndimage.label(man_made, structure=_EIGHT)
+    if n == 0:
+        return gpd.GeoDataFrame(columns=[*HOTSPOT_COLUMNS, "geometry"], geometry="geometry", crs=gbox.crs)
+    index = np.arange(1, n + 1)
+    pixel_area = abs(gbox.resolution.x * gbox.resolution.y)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    safe_score = np.where(np.isfinite(score), score, 0).astype(np.float32)
+    mean = np.asarray(ndimage.mean(safe_score, labels, index))
+    peak = np.asarray(ndimage.maximum(safe_score, labels, index))
+    per_class = np.stack(
+        [np.bincount(labels[classes == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES]
+    )
+    dominant = np.asarray(MAN_MADE_CLASSES)[per_class.argmax(axis=0)]
+    polygons: dict[int, list[object]] = {}
+    for geom, value in rasterio.features.shapes(
+        labels.astype(np.int32), mask=man_made, connectivity=8, transform=gbox.affine
+    ):
+        polygons.setdefault(int(value), []).append(shape(geom))
+    geoms = [unary_union(polygons[i]) for i in index]
+    frame = gpd.GeoDataFrame(
+        {
+            "change_class": dominant.astype(int),
+            "change_type": [CHANGE_CLASSES[int(c)][0] for c in dominant],
+            "area_m2": (counts * pixel_area).round(1),
+            "score_mean": mean.round(4),
+            "score_max": peak.round(4),
+        },
+        geometry=geoms,
+        crs=gbox.crs,
+    )
+    cent = frame.geometry.centroid
+    lonlat = cent.to_crs(4326)
+    frame["id"] = [stable_id(c, p.x, p.y) for c, p in zip(frame["change_class"], cent, strict=True)]
+    frame["confidence"] = [confidence(m) for m in frame["score_mean"]]
+    frame["centroid_lon"] = lonlat.x.round(6)
+    frame["centroid_lat"] = lonlat.y.round(6)
+    frame["district"] = None
+    frame["ubigeo"] = None
+    frame["before_date"] = before_date.isoformat() if before_date else None
+    frame["after_date"] = after_date.isoformat() if after_date else None
+    frame["first_seen"] = frame["after_date"]
+    frame["last_seen"] = frame["after_date"]
+    frame["status"] = "new"
+    return rank(frame)[[*HOTSPOT_COLUMNS, "geometry"]]
+
+
+def rank(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Priority 1 = the patch a patrol should visit first: largest area x mean score."""
+    weight = frame["area_m2"] * frame["score_mean"]
+    order = weight.sort_values(ascending=False, kind="stable").index
+    frame = frame.loc[order].reset_index(drop=True)
+    frame["priority"] = np.arange(1, len(frame) + 1)
+    return frame
+
+
+def attribute_districts(
+    hotspots: gpd.GeoDataFrame, districts: gpd.GeoDataFrame, name_field: str, code_field: str | None
+) -> gpd.GeoDataFrame:
+    """Give each hotspot the district holding most of its area."""
+    if hotspots.empty:
+        return hotspots
+    dist = districts.to_crs(hotspots.crs)[[name_field, *([code_field] if code_field else []), "geometry"]]
+    parts = gpd.overlay(hotspots[["id", "geometry"]], dist, how="intersection", keep_geom_type=True)
+    if parts.empty:
+        return hotspots
+    parts["_area"] = parts.geometry.area
+    best = parts.sort_values("_area", ascending=False).drop_duplicates("id").set_index("id")
+    out = hotspots.copy()
+    out["district"] = out["id"].map(best[name_field]).astype(object)
+    if code_field:
+        out["ubigeo"] = out["id"].map(best[code_field]).astype(object)
+    return out.where(pd.notna(out), None)  # type: ignore[return-value]
+
+
+def summarise_by(frame: gpd.GeoDataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Count, total area and top score per group (for the report)."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*keys, "count", "area_m2", "score_max"])
+    return (
+        frame.groupby(list(keys), dropna=False)
+        .agg(count=("id", "size"), area_m2=("area_m2", "sum"), score_max=("score_max", "max"))
+        .reset_index()
+        .sort_values("area_m2", ascending=False)
+    )

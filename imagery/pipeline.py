@@ -1,0 +1,279 @@
+"""The run, stage by stage: plan -> fit the pair once -> process tiles -> publish layers.
+
+`process_tile` is the one pure per-tile function; the CLI, the Prefect flow, notebooks and
+benchmarks all reach the pixels through it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from pydantic import BaseModel
+from shapely import wkt
+from shapely.geometry import box
+
+from imagery import change, coregister, normalize
+from imagery.aoi import AOI, from_geometry
+from imagery.composite import median_composite, merge_same_day
+from imagery.config import Settings
+from imagery.errors import InputError
+from imagery.grid import Tile, clip_geobox, run_geobox, tiles
+from imagery.masking import valid_mask
+from imagery.sentinel2 import CHANGE_BANDS
+from imagery.sources.base import Scene, SceneSource
+from imagery.sources.local import require_bands
+
+#: Band the co-registration matches on: NIR is stable across dates and sharp on built structure.
+COREG_BAND = CHANGE_BANDS.index("B08")
+#: Largest window the pair fit reads at full resolution (pixels per side).
+FIT_WINDOW_PX = 2048
+#: Pixels handed to the radiometric and change-model fits (a random subsample beyond this).
+FIT_MAX_PIXELS = 4_000_000
+
+
+class GridSpec(BaseModel):
+    """A serialisable GeoBox: CRS, affine transform and shape."""
+
+    crs: str
+    affine: tuple[float, float, float, float, float, float]
+    width: int
+    height: int
+
+    @classmethod
+    def from_geobox(cls, gbox: GeoBox) -> GridSpec:
+        """Describe a GeoBox."""
+        a = gbox.affine
+        return cls(
+            crs=str(gbox.crs), affine=(a.a, a.b, a.c, a.d, a.e, a.f),
+            width=gbox.shape.x, height=gbox.shape.y,
+        )  # fmt: skip
+
+    def geobox(self) -> GeoBox:
+        """The GeoBox this spec describes."""
+        return GeoBox((self.height, self.width), Affine(*self.affine), self.crs)
+
+
+class RunPlan(BaseModel):
+    """Everything a run needs before touching pixels: AOI, grid, scenes per period, settings."""
+
+    aoi_name: str
+    aoi_wkt: str
+    grid: GridSpec
+    before: list[Scene]
+    after: list[Scene]
+    settings: Settings
+
+    @property
+    def cloud_masked(self) -> bool:
+        """True when every scene has an SCL layer (Level-1C scenes are used unmasked)."""
+        return all(s.has_scl for s in [*self.before, *self.after])
+
+    @property
+    def halo(self) -> int:
+        """Tile overlap wide enough for every neighbourhood operation of the tile function."""
+        coreg = math.ceil(self.settings.coregistration.max_shift_px) + 2
+        return max(self.settings.halo_px, change.HALO_PX, coreg, self.settings.mask.dilate_px)
+
+    def tiles(self) -> list[Tile]:
+        """The processing tiles of the run grid."""
+        return tiles(self.grid.geobox(), self.settings.tile_size_px)
+
+    def notes(self) -> list[str]:
+        """Facts about the run a reader of its outputs must know."""
+        out = []
+        if not self.cloud_masked:
+            unmasked = [s.id for s in [*self.before, *self.after] if not s.has_scl]
+            out.append(f"no cloud mask applied (no SCL band, e.g. Level-1C): {', '.join(unmasked)}")
+        return out
+
+
+class PairModel(BaseModel):
+    """What is fitted once per before/after pair and applied identically to every tile."""
+
+    shift: coregister.ShiftModel
+    normalization: normalize.Normalization
+    change: change.ChangeModel
+
+
+@dataclass
+class Composite:
+    """A period's composite on a grid window: (bands, y, x) float32 reflectance and look counts."""
+
+    bands: np.ndarray
+    valid_looks: np.ndarray
+
+
+@dataclass
+class TileResult:
+    """Per-tile outputs, cropped to the tile (halo removed)."""
+
+    score: np.ndarray
+    classes: np.ndarray
+    looks_before: np.ndarray
+    looks_after: np.ndarray
+
+
+def _check_scenes(label: str, scenes: Sequence[Scene]) -> None:
+    if not scenes:
+        raise InputError(f"{label} period: no scenes found")
+    for scene in scenes:
+        require_bands(scene, CHANGE_BANDS)
+
+
+def plan_run(
+    aoi: AOI | None, before: Sequence[Scene], after: Sequence[Scene], settings: Settings
+) -> RunPlan:
+    """Grid and tiles for a run: the AOI's UTM grid clipped to the imagery, or, with no AOI,
+    the native grid of the first before scene's 10 m band (the reference is then not resampled)."""
+    _check_scenes("before", before)
+    _check_scenes("after", after)
+    before_fp = _union([s.footprint for s in before])
+    after_fp = _union([s.footprint for s in after])
+    common = before_fp.intersection(after_fp)
+    if common.is_empty or common.area <= 0:
+        raise InputError(
+            f"before scenes ({before[0].id}) and after scenes ({after[0].id}) do not overlap"
+        )
+    if aoi is None:
+        gbox = _native_geobox(before[0])
+        aoi = from_geometry(before[0].id, box(*gbox.geographic_extent.boundingbox), before[0].id)
+    else:
+        if not aoi.geometry.intersects(common):
+            raise InputError(
+                f"AOI {aoi.name} lies outside the scenes (imagery covers {_fmt_bounds(common)})"
+            )
+        gbox = clip_geobox(run_geobox(aoi, settings.resolution_m), common.intersection(aoi.geometry))
+    return RunPlan(
+        aoi_name=aoi.name, aoi_wkt=aoi.geometry.wkt, grid=GridSpec.from_geobox(gbox),
+        before=list(before), after=list(after), settings=settings,
+    )  # fmt: skip
+
+
+def _native_geobox(scene: Scene) -> GeoBox:
+    import rasterio
+
+    with rasterio.open(scene.assets["B02"]) as src:
+        return GeoBox.from_rio(src)
+
+
+def _union(geoms: Sequence[object]) -> object:
+    from shapely.ops import unary_union
+
+    return unary_union(geoms)
+
+
+def _fmt_bounds(geom: object) -> str:
+    b = geom.bounds  # type: ignore[attr-defined]
+    return f"lon {b[0]:.3f}..{b[2]:.3f}, lat {b[1]:.3f}..{b[3]:.3f}"
+
+
+def read_composite(
+    source: SceneSource, scenes: Sequence[Scene], gbox: GeoBox, settings: Settings
+) -> Composite:
+    """Read, mask and composite one period's scenes on `gbox` (one window of the grid)."""
+    by_day: dict[date, list[np.ndarray]] = {}
+    for scene in scenes:
+        wanted = [*CHANGE_BANDS, "SCL"] if scene.has_scl else list(CHANGE_BANDS)
+        data = source.read(scene, wanted, gbox)
+        spectral = np.stack([data[b] for b in CHANGE_BANDS])
+        valid = valid_mask(spectral, data.get("SCL"), settings.mask)
+        spectral[:, ~valid] = np.nan
+        by_day.setdefault(scene.acquired, []).append(spectral)
+    looks = [merge_same_day(day) for day in by_day.values()]
+    bands, count = median_composite(looks)
+    return Composite(bands=bands, valid_looks=count)
+
+
+def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:
+    """The central window of the grid, at most FIT_WINDOW_PX on a side, and its origin."""
+    ny, nx = gbox.shape.y, gbox.shape.x
+    h, w = min(ny, FIT_WINDOW_PX), min(nx, FIT_WINDOW_PX)
+    r0, c0 = (ny - h) // 2, (nx - w) // 2
+    return gbox[r0 : r0 + h, c0 : c0 + w], (r0, c0)
+
+
+def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Jointly valid pixels of a window as (bands, 1, n) arrays, subsampled to FIT_MAX_PIXELS."""
+    ok = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    idx = np.flatnonzero(ok)
+    if idx.size > FIT_MAX_PIXELS:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_MAX_PIXELS, replace=False))
+    b = before.reshape(before.shape[0], -1)[:, idx][:, None, :]
+    a = after.reshape(after.shape[0], -1)[:, idx][:, None, :]
+    return b, a
+
+
+def fit_pair(plan: RunPlan, source: SceneSource) -> PairModel:
+    """Fit co-registration, radiometric normalisation and the change model once for the pair."""
+    gbox, origin = _fit_window(plan.grid.geobox())
+    before = read_composite(source, plan.before, gbox, plan.settings)
+    after = read_composite(source, plan.after, gbox, plan.settings)
+    if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
+        raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
+    params = plan.settings
+    if params.coregistration.enabled:
+        shift = coregister.estimate_shift(
+            before.bands[COREG_BAND], after.bands[COREG_BAND], params.coregistration, origin=origin
+        )
+        aligned = coregister.apply_shift(after.bands, shift, origin=origin)
+    else:
+        shift, aligned = coregister.ShiftModel(), after.bands
+    b, a = _sample_pixels(before.bands, aligned)
+    if b.shape[-1] == 0:
+        raise InputError("no valid pixels common to the before and after scenes after co-registration")
+    norm = normalize.fit_normalization(b, a)
+    model = change.fit_change_model(before.bands, normalize.apply_normalization(aligned, norm), params.change)
+    return PairModel(shift=shift, normalization=norm, change=model)
+
+
+def process_tile(
+    before: Composite,
+    after: Composite,
+    model: PairModel,
+    settings: Settings,
+    origin: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The per-tile change function: co-register, normalise, score and classify one window.
+
+    Pure: arrays in, arrays out. `origin` is the window's (row, col) in the run grid, so the
+    fitted shift field is applied exactly as on the whole scene.
+    """
+    aligned = (
+        coregister.apply_shift(after.bands, model.shift, origin=origin)
+        if settings.coregistration.enabled
+        else after.bands
+    )
+    after_n = normalize.apply_normalization(aligned, model.normalization)
+    score = change.change_score(before.bands, after_n, model.change, settings.change)
+    classes = change.change_classes(before.bands, after_n, score, model.change, settings.change)
+    return score, classes
+
+
+def run_tile(plan: RunPlan, model: PairModel, source: SceneSource, tile: Tile) -> TileResult:
+    """Read both periods for one tile (with halo), run `process_tile`, crop the halo."""
+    gbox = plan.grid.geobox()
+    padded, origin, inner = tile.padded(gbox, plan.halo)
+    before = read_composite(source, plan.before, padded, plan.settings)
+    after = read_composite(source, plan.after, padded, plan.settings)
+    score, classes = process_tile(before, after, model, plan.settings, origin)
+    return TileResult(
+        score=score[inner], classes=classes[inner],
+        looks_before=before.valid_looks[inner], looks_after=after.valid_looks[inner],
+    )  # fmt: skip
+
+
+def load_plan(path: Path) -> RunPlan:
+    """Read a plan written by `RunPlan.model_dump_json`."""
+    return RunPlan.model_validate_json(Path(path).read_text())
+
+
+def aoi_of(plan: RunPlan) -> AOI:
+    """The plan's AOI."""
+    return AOI(name=plan.aoi_name, geometry=wkt.loads(plan.aoi_wkt))

@@ -1,0 +1,126 @@
+"""Mosaic tile results into the published layers: COG rasters, hotspots, run metadata."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from imagery import __version__
+from imagery.export import CLASS_NODATA, finish_cog, write_geojson, write_json
+from imagery.hotspots import attribute_districts, extract_hotspots, remove_small_patches
+from imagery.pipeline import PairModel, RunPlan
+from imagery.tilestore import load_tile, tile_path
+
+SCORE_DESCRIPTION = "change_score (0 no change .. 1 certain change)"
+CLASS_DESCRIPTION = "change_class (0 none,1 built-up gain,2 clearing,3 demolition,4 veg loss,5 veg gain,6 water)"
+
+
+def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Assemble tile files into scratch score/class GeoTIFFs; returns paths and coverage stats."""
+    from imagery.export import scratch_raster
+
+    gbox = plan.grid.geobox()
+    score_path, class_path = scratch_dir / "score.tif", scratch_dir / "class.tif"
+    looks_b, looks_a, valid = 0, 0, 0
+    with (
+        scratch_raster(score_path, gbox, "float32", float("nan")) as score_ds,
+        scratch_raster(class_path, gbox, "uint8", CLASS_NODATA) as class_ds,
+    ):
+        for tile in plan.tiles():
+            result = load_tile(tile_path(tile_dir, tile.name))
+            if result is None:
+                raise RuntimeError(f"tile {tile.name} has no result in {tile_dir}")
+            window = Window(tile.col0, tile.row0, tile.width, tile.height)
+            score_ds.write(result.score, 1, window=window)
+            class_ds.write(result.classes, 1, window=window)
+            ok = result.classes != CLASS_NODATA
+            valid += int(ok.sum())
+            looks_b += int(result.looks_before[ok].sum())
+            looks_a += int(result.looks_after[ok].sum())
+    total = gbox.shape.x * gbox.shape.y
+    coverage = {
+        "pixels": total,
+        "valid_fraction": round(valid / total, 4) if total else 0.0,
+        "mean_valid_looks_before": round(looks_b / valid, 2) if valid else 0.0,
+        "mean_valid_looks_after": round(looks_a / valid, 2) if valid else 0.0,
+    }
+    return score_path, class_path, coverage
+
+
+def publish(
+    plan: RunPlan,
+    model: PairModel,
+    tile_dir: Path,
+    out_dir: Path,
+    *,
+    districts: gpd.GeoDataFrame | None = None,
+    district_fields: tuple[str, str | None] = ("NOMBDIST", "IDDIST"),
+) -> dict[str, Path]:
+    """Write change_score.tif, change_class.tif, hotspots.geojson and run.json into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch_dir = out_dir / ".scratch"
+    scratch_dir.mkdir(exist_ok=True)
+    gbox = plan.grid.geobox()
+    score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
+    res = abs(gbox.resolution.x)
+    min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / (res * res)))
+    with rasterio.open(class_tmp, "r+") as ds:
+        classes = remove_small_patches(ds.read(1), min_px)
+        ds.write(classes, 1)
+    with rasterio.open(score_tmp) as ds:
+        score = ds.read(1)
+    before_date = max(s.acquired for s in plan.before)
+    after_date = max(s.acquired for s in plan.after)
+    hotspots = extract_hotspots(classes, score, gbox, before_date=before_date, after_date=after_date)
+    del score
+    if districts is not None:
+        hotspots = attribute_districts(hotspots, districts, *district_fields)
+    outputs = {
+        "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
+                                   description=SCORE_DESCRIPTION, categorical=False, predictor=3),
+        "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
+                                   description=CLASS_DESCRIPTION, categorical=True, predictor=1),
+        "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
+    }  # fmt: skip
+    counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
+    metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
+    outputs["run"] = write_json(metadata, out_dir / "run.json")
+    for leftover in scratch_dir.iterdir():
+        leftover.unlink()
+    scratch_dir.rmdir()
+    return outputs
+
+
+def run_metadata(
+    plan: RunPlan, model: PairModel, coverage: dict[str, Any], class_counts: Sequence[int], n_hotspots: int
+) -> dict[str, Any]:
+    """What a reader needs to trust the layers: scenes, masking, co-registration, coverage."""
+    settings = plan.settings.model_dump(mode="json", exclude={"sh_client_id", "sh_client_secret"})
+    return {
+        "vigia_version": __version__,
+        "aoi": plan.aoi_name,
+        "grid": plan.grid.model_dump(),
+        "scenes": {
+            period: [
+                {"id": s.id, "date": s.acquired.isoformat(), "level": s.level, "source": s.source,
+                 "cloud_cover": s.cloud_cover, "cloud_mask": s.has_scl, "boa_offset": s.boa_offset}
+                for s in scenes
+            ]
+            for period, scenes in (("before", plan.before), ("after", plan.after))
+        },  # fmt: skip
+        "cloud_mask_applied": plan.cloud_masked,
+        "notes": plan.notes(),
+        "coregistration": model.shift.model_dump(mode="json"),
+        "normalization": model.normalization.model_dump(mode="json"),
+        "coverage": coverage,
+        "class_pixels": {str(i): int(c) for i, c in enumerate(class_counts)},
+        "hotspots": n_hotspots,
+        "settings": settings,
+    }

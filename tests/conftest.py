@@ -1,0 +1,44 @@
+"""Shared fixtures: real data location, tiny written scenes, the demo data set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imagery import demo
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VIGIA_SHARED_DATA", REPO.parent / "shared" / "data"))
+OSCD = SHARED_DATA / "oscd-dev"
+PERU = SHARED_DATA / "peru"
+
+
+def require_shared() -> Path:
+    """The shared real data folder, or a skip naming where it was expected."""
+    if not OSCD.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (set VIGIA_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def oscd() -> Path:
+    """../shared/data/oscd-dev."""
+    require_shared()
+    return OSCD
+
+
+@pytest.fixture(scope="session")
+def peru() -> Path:
+    """../shared/data/peru."""
+    require_shared()
+    return PERU
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo scenes and truth, generated once per session."""
+    cached = os.environ.get("VIGIA_TEST_DEMO_DATA")
+    folder = Path(cached) if cached else tmp_path_factory.mktemp("demo")
+    return demo.generate(folder)

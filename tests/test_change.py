@@ -1,0 +1,201 @@
+"""Change evidence, calibrated score, thresholds, typing and clean-up on synthetic scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imagery.change import (
+    BUILT_GAIN,
+    HALO_PX,
+    MAN_MADE_CLASSES,
+    NODATA,
+    SOIL_DISTURBANCE,
+    VEGETATION_GAIN,
+    WATER_CHANGE,
+    ChangeModel,
+    DetectorParams,
+    apply_min_mapping_unit,
+    change_classes,
+    change_evidence,
+    change_score,
+    fit_change_model,
+    kittler_illingworth_threshold,
+    otsu_threshold,
+)
+from imagery.config import ChangeParams
+
+SOIL = np.array([0.12, 0.16, 0.22, 0.28, 0.38, 0.34], np.float32)  # bright desert / bare soil
+VEG = np.array([0.04, 0.07, 0.05, 0.40, 0.22, 0.12], np.float32)
+WATER = np.array([0.06, 0.07, 0.05, 0.03, 0.02, 0.01], np.float32)
+ROOF = np.array([0.14, 0.15, 0.17, 0.20, 0.24, 0.22], np.float32)  # concrete / roofs
+
+
+def _pair(seed: int = 0, h: int = 120, w: int = 120):
+    """Left half bare soil, top-right vegetation, bottom-right sea; after = before + noise."""
+    rng = np.random.default_rng(seed)
+    before = np.empty((6, h, w), np.float32)
+    before[:] = SOIL[:, None, None]
+    before[:, : h // 2, w // 2 :] = VEG[:, None, None]
+    before[:, h // 2 :, w // 2 :] = WATER[:, None, None]
+    before *= rng.uniform(0.9, 1.1, (1, h, w)).astype(np.float32)  # texture
+    after = before + rng.normal(0, 0.004, before.shape).astype(np.float32)
+    before += rng.normal(0, 0.004, before.shape).astype(np.float32)
+    return before, after
+
+
+def _params(**kw: object) -> ChangeParams:
+    return ChangeParams(model=DetectorParams(**kw).model_dump())  # type: ignore[arg-type]
+
+
+def test_kittler_illingworth_finds_small_change_class_where_otsu_fails() -> None:
+    rng = np.random.default_rng(0)
+    n, k = 200_000, 4_000  # 2 % change
+    values = np.concatenate([rng.normal(0, 1, n - k), rng.normal(6, 1, k)]).astype(np.float32)
+    ki = kittler_illingworth_threshold(values)
+    otsu = otsu_threshold(values)
+    assert 3.0 < ki < 4.5  # between the modes, where the error is smallest
+    assert otsu < 1.5  # Otsu splits the no-change mode: tens of % false alarms
+    false_alarm_ki = np.mean(values[: n - k] > ki)
+    assert false_alarm_ki < 0.002
+
+
+def test_kittler_threshold_method_in_model() -> None:
+    before, after = _pair()
+    after[:, 10:40, 10:40] = ROOF[:, None, None]
+    model = fit_change_model(before, after, _params(threshold_method="kittler"))
+    dp = DetectorParams()
+    assert dp.min_threshold <= model.threshold <= dp.max_threshold
+    fixed = fit_change_model(before, after, _params())
+    assert fixed.threshold == dp.fixed_threshold
+
+
+def test_score_is_calibrated_at_threshold_and_planted_change_scores_high() -> None:
+    before, after = _pair()
+    after[:, 10:40, 10:40] = ROOF[:, None, None]
+    params = _params()
+    model = fit_change_model(before, after, params)
+    score = change_score(before, after, model, params)
+    assert score.dtype == np.float32 and score.shape == before.shape[1:]
+    assert np.nanmin(score) >= 0 and np.nanmax(score) <= 1
+    assert np.median(score[15:35, 15:35]) > 0.99
+    assert np.mean(score[60:, :50] > 0.5) < 0.001
+    ev = change_evidence(before, after, model, params)
+    # score crosses 0.5 where the evidence crosses the fitted threshold
+    near = np.abs(ev - model.threshold) < 0.05
+    if near.any():
+        np.testing.assert_allclose(score[near], 0.5, atol=0.02)
+    assert ChangeModel.model_validate_json(model.model_dump_json()) == model
+
+
+def test_shift_tolerance_suppresses_misregistration() -> None:
+    rng = np.random.default_rng(4)
+    h = w = 80
+    before = (SOIL[:, None, None] * rng.uniform(0.6, 1.4, (1, h, w))).astype(np.float32)
+    after = np.roll(before, 1, axis=2) + rng.normal(0, 0.002, before.shape).astype(np.float32)
+    model = fit_change_model(before, before + 0.002, _params())
+    model = model.model_copy(update={"noise_scale": [0.004] * 6})
+    tolerant = change_evidence(before, after, model, DetectorParams(smooth_sigma_px=0))
+    strict = change_evidence(before, after, model,
+                             DetectorParams(shift_radius_px=0, smooth_sigma_px=0))
+    inner = (slice(2, -2), slice(2, -2))
+    assert np.median(strict[inner]) > 2 * model.threshold
+    assert np.percentile(tolerant[inner], 99) < model.threshold
+
+
+def test_irmad_evidence_weight_changes_evidence() -> None:
+    before, after = _pair()
+    after[:, 10:40, 10:40] = ROOF[:, None, None]
+    model = fit_change_model(before, after, _params())
+    e0 = change_evidence(before, after, model, DetectorParams())
+    e1 = change_evidence(before, after, model, DetectorParams(w_irmad=0.5))
+    assert not np.allclose(e0, e1)
+    assert np.median(e1[15:35, 15:35]) > 3 * model.threshold
+
+
+def test_typing_building_greening_glint_clearing_invalid() -> None:
+    before, after = _pair(seed=1)
+    after[:, 10:30, 10:30] = ROOF[:, None, None]  # building on bare soil
+    lomas = 0.55 * SOIL + 0.45 * VEG  # desert hills greening
+    after[:, 70:100, 10:40] = lomas[:, None, None]
+    after[:, 80:110, 80:110] += 0.08  # sun glint: flat brightening of the sea
+    after[:, 10:30, 80:100] = SOIL[:, None, None]  # vegetation cleared to bare soil
+    before[:, 50, 50] = np.nan
+    after[3, 51, 51] = np.nan
+    params = _params()
+    model = fit_change_model(before, after, params)
+    score = change_score(before, after, model, params)
+    classes = change_classes(before, after, score, model, params)
+    assert classes.dtype == np.uint8
+    assert classes[50, 50] == NODATA and classes[51, 51] == NODATA
+    assert np.isnan(score[50, 50])
+    assert np.mean(classes[12:28, 12:28] == BUILT_GAIN) > 0.95
+    assert np.mean(classes[72:98, 12:38] == VEGETATION_GAIN) > 0.95
+    glint = classes[82:108, 82:108]
+    assert not np.isin(glint, MAN_MADE_CLASSES).any()
+    assert np.mean(glint == WATER_CHANGE) > 0.9
+    assert np.mean(classes[12:28, 82:98] == SOIL_DISTURBANCE) > 0.95
+    # stable background stays unchanged
+    assert np.mean(classes[40:60, 60:] == 0) > 0.98
+
+
+def test_man_made_cleanup_removes_isolated_pixels() -> None:
+    before, after = _pair(seed=2)
+    after[:, 5, 5] = ROOF  # single-pixel change: opened away
+    after[:, 20:30, 20:30] = ROOF[:, None, None]
+    params = _params()
+    model = fit_change_model(before, after, params)
+    classes = change_classes(before, after, change_score(before, after, model, params), model,
+                             params)
+    assert classes[5, 5] == 0
+    assert (classes[21:29, 21:29] == BUILT_GAIN).all()
+
+
+def test_min_mapping_unit_drops_small_man_made_patches_only() -> None:
+    c = np.zeros((40, 40), np.uint8)
+    c[2:5, 2:5] = BUILT_GAIN  # 9 px
+    c[10:20, 10:20] = SOIL_DISTURBANCE  # 100 px
+    c[30:32, 30:32] = VEGETATION_GAIN  # natural class: untouched
+    c[0, 39] = NODATA
+    out = apply_min_mapping_unit(c, 20)
+    assert (out[2:5, 2:5] == 0).all()
+    assert (out[10:20, 10:20] == SOIL_DISTURBANCE).all()
+    assert (out[30:32, 30:32] == VEGETATION_GAIN).all() and out[0, 39] == NODATA
+
+
+def test_tiles_with_halo_equal_whole_scene() -> None:
+    before, after = _pair(seed=3, h=150, w=150)
+    after[:, 20:50, 40:90] = ROOF[:, None, None]
+    after[:, 90:120, 10:60] = (0.5 * SOIL + 0.5 * VEG)[:, None, None]
+    params = _params()
+    model = fit_change_model(before, after, params)
+    score = change_score(before, after, model, params)
+    classes = change_classes(before, after, score, model, params)
+    tile = 64
+    for y0 in range(0, 150, tile):
+        for x0 in range(0, 150, tile):
+            ys, xs = max(0, y0 - HALO_PX), max(0, x0 - HALO_PX)
+            ye, xe = min(150, y0 + tile + HALO_PX), min(150, x0 + tile + HALO_PX)
+            b, a = before[:, ys:ye, xs:xe], after[:, ys:ye, xs:xe]
+            s = change_score(b, a, model, params)
+            c = change_classes(b, a, s, model, params)
+            iy = slice(y0 - ys, y0 - ys + min(tile, 150 - y0))
+            ix = slice(x0 - xs, x0 - xs + min(tile, 150 - x0))
+            oy, ox = slice(y0, y0 + tile), slice(x0, x0 + tile)
+            np.testing.assert_allclose(s[iy, ix], score[oy, ox], atol=1e-5)
+            np.testing.assert_array_equal(c[iy, ix], classes[oy, ox])
+
+
+def test_fit_on_subsample_gives_same_model_scale() -> None:
+    before, after = _pair(seed=5)
+    after[:, 10:40, 10:40] = ROOF[:, None, None]
+    params = _params()
+    full = fit_change_model(before, after, params)
+    sub = fit_change_model(before.reshape(6, -1)[:, ::4], after.reshape(6, -1)[:, ::4], params)
+    np.testing.assert_allclose(sub.noise_scale, full.noise_scale, rtol=0.1)
+
+
+def test_params_must_fit_in_halo() -> None:
+    with pytest.raises(ValueError):
+        DetectorParams(shift_radius_px=2, smooth_sigma_px=2.0, open_radius_px=3,
+                       close_radius_px=3)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import numpy as np
+
+from imagery.composite import median_composite, merge_same_day
+from imagery.config import MaskParams
+from imagery.masking import valid_mask
+
+
+def test_scl_classes_are_masked_and_dilated() -> None:
+    spectral = np.ones((6, 20, 20), np.float32)
+    scl = np.full((20, 20), 4, np.uint8)
+    scl[10, 10] = 9
+    scl[0, 0] = 3
+    scl[19, 19] = 11  # snow: not masked by default
+    valid = valid_mask(spectral, scl, MaskParams(dilate_px=2))
+    assert not valid[10, 10] and not valid[10, 12] and not valid[12, 10]
+    assert valid[10, 13] and valid[19, 19]
+    assert not valid[0, 0]
+    assert valid_mask(spectral, scl, MaskParams(dilate_px=0)).sum() == 400 - 2
+
+
+def test_no_scl_masks_only_missing_data() -> None:
+    spectral = np.ones((6, 4, 4), np.float32)
+    spectral[3, 1, 1] = np.nan
+    valid = valid_mask(spectral, None, MaskParams())
+    assert valid.sum() == 15 and not valid[1, 1]
+
+
+def test_median_composite_counts_valid_looks() -> None:
+    looks = [np.full((6, 2, 2), v, np.float32) for v in (0.1, 0.2, 0.9)]
+    looks[2][:, 0, 0] = np.nan
+    looks[1][4, 1, 1] = np.nan  # one band missing invalidates the whole look at that pixel
+    comp, count = median_composite(looks)
+    assert count.tolist() == [[2, 3], [3, 2]]
+    assert comp[0, 0, 1] == np.float32(0.2)
+    assert comp[0, 0, 0] == np.float32(0.15000001) or abs(comp[0, 0, 0] - 0.15) < 1e-6
+    assert abs(comp[0, 1, 1] - 0.5) < 1e-6
+
+
+def test_same_day_granules_merge_without_double_counting() -> None:
+    a = np.full((6, 2, 2), np.nan, np.float32)
+    a[:, 0, :] = 0.1
+    b = np.full((6, 2, 2), 0.3, np.float32)
+    merged = merge_same_day([a, b])
+    assert merged[0].tolist() == [[0.1, 0.1], [0.3, 0.3]] or np.allclose(merged[0], [[0.1, 0.1], [0.3, 0.3]])
+    _, count = median_composite([merged])
+    assert count.max() == 1

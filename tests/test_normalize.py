@@ -1,0 +1,96 @@
+"""Radiometric normalisation: IR-MAD no-change weights + orthogonal regression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from imagery.normalize import (
+    Normalization,
+    apply_normalization,
+    chi2_sf,
+    chi2_sf_even,
+    fit_normalization,
+    irmad_fit,
+)
+
+GAIN = np.array([1.10, 0.90, 1.20, 0.85, 1.05, 0.95], np.float32)
+OFFSET = np.array([0.010, -0.020, 0.000, 0.030, -0.010, 0.020], np.float32)
+
+
+def _scene(seed: int = 0, h: int = 160, w: int = 160, change_frac: float = 0.05):
+    """Textured 6-band scene; after = (before - offset) / gain + noise, plus planted change."""
+    rng = np.random.default_rng(seed)
+    # three endmembers mixed with smooth random abundances: realistic band correlations
+    ends = np.array([[0.12, 0.16, 0.22, 0.28, 0.38, 0.34],   # soil
+                     [0.04, 0.07, 0.05, 0.40, 0.22, 0.12],   # vegetation
+                     [0.14, 0.15, 0.17, 0.20, 0.24, 0.22]],  # built
+                    np.float32)  # fmt: skip
+    ab = rng.dirichlet([1, 1, 1], size=(h, w)).astype(np.float32)
+    before = np.einsum("hwk,kb->bhw", ab, ends) + rng.normal(0, 0.004, (6, h, w))
+    after = (before - OFFSET[:, None, None]) / GAIN[:, None, None]
+    after = after + rng.normal(0, 0.004, (6, h, w))
+    n = int(change_frac * h * w)
+    ys, xs = rng.integers(0, h, n), rng.integers(0, w, n)
+    after[:, ys, xs] += rng.uniform(0.05, 0.2, (6, 1))
+    return before.astype(np.float32), after.astype(np.float32)
+
+
+def test_chi2_closed_form_matches_scipy() -> None:
+    z = np.linspace(0, 40, 101).astype(np.float32)
+    for dof in (2, 4, 6, 12):
+        np.testing.assert_allclose(chi2_sf_even(z, dof), stats.chi2.sf(z, dof), atol=1e-6)
+    np.testing.assert_allclose(chi2_sf(z, 5), stats.chi2.sf(z, 5), atol=1e-6)
+    with pytest.raises(ValueError):
+        chi2_sf_even(z, 3)
+
+
+def test_irmad_recovers_gain_and_offset() -> None:
+    before, after = _scene()
+    norm = fit_normalization(before, after)
+    np.testing.assert_allclose(norm.gain, GAIN, rtol=0.02)
+    np.testing.assert_allclose(norm.offset, OFFSET, atol=0.004)
+    assert norm.converged and norm.iterations > 1
+    assert 0.3 * before[0].size < norm.n_no_change < before[0].size
+
+
+def test_irmad_weights_flag_planted_change() -> None:
+    before, after = _scene(change_frac=0.0)
+    rng = np.random.default_rng(1)
+    after[:, :20, :20] += np.array([0.1, 0.05, -0.05, 0.1, 0.0, -0.1])[:, None, None]
+    p = before.shape[0]
+    xy = np.concatenate([before.reshape(p, -1), after.reshape(p, -1)]).T.copy()
+    model, prob = irmad_fit(xy)
+    prob = prob.reshape(before.shape[1:])
+    assert prob[:20, :20].mean() < 0.01
+    assert prob[40:, 40:].mean() > 0.3
+    del rng, model
+
+
+def test_normalization_robust_to_nan_and_sample_shape() -> None:
+    before, after = _scene(seed=2)
+    before[:, :30] = np.nan
+    after[2, 50:60, :] = np.nan
+    norm = fit_normalization(before, after)
+    np.testing.assert_allclose(norm.gain, GAIN, rtol=0.03)
+    # a subsample given as (p, N) works the same
+    flat_b = before.reshape(6, -1)[:, ::3]
+    flat_a = after.reshape(6, -1)[:, ::3]
+    norm2 = fit_normalization(flat_b, flat_a)
+    np.testing.assert_allclose(norm2.gain, GAIN, rtol=0.03)
+    out = apply_normalization(after, norm)
+    assert out.dtype == np.float32
+    assert np.isnan(out[:, 50:60][2]).all()
+    valid = np.isfinite(out).all(axis=0) & np.isfinite(before).all(axis=0)
+    resid = np.abs(out - before)[:, valid]
+    assert np.median(resid) < 0.006
+
+
+def test_normalization_json_roundtrip_and_identity_fallback() -> None:
+    before, after = _scene(seed=3)
+    norm = fit_normalization(before, after)
+    again = Normalization.model_validate_json(norm.model_dump_json())
+    assert again == norm
+    tiny = fit_normalization(before[:, :2, :2], after[:, :2, :2])
+    assert tiny.gain == [1.0] * 6 and tiny.offset == [0.0] * 6
