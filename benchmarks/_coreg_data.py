@@ -1,4 +1,4 @@
-"""Test pairs for the co-registration benchmark: real OSCD bands, Fourier shifts, clouds, big synthetic."""
+"""Pairs for the co-registration benchmark: real OSCD bands, Fourier shifts, clouds, synthetic."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def read_band(city: str, period: str, band: str) -> F32:
 
 
 def after_on_before_grid(city: str, band: str, ref_band: str = "B08") -> F32:
-    """The after-date band reprojected (bilinear) onto the before-date `ref_band` grid; NaN outside."""
+    """The after-date band reprojected (bilinear) onto the before `ref_band` grid; NaN outside."""
     with rasterio.open(band_path(city, "before", ref_band)) as ref:
         dst = np.full(ref.shape, np.nan, dtype=np.float32)
         dst_transform, dst_crs = ref.transform, ref.crs
@@ -53,7 +53,7 @@ def after_on_before_grid(city: str, band: str, ref_band: str = "B08") -> F32:
 
 
 def fourier_shift(img: F32, dx: float, dy: float) -> F32:
-    """Shift by (dx, dy) px with a Fourier phase ramp: feature at (r, c) moves to (r + dy, c + dx)."""
+    """Shift by (dx, dy) px with a Fourier phase ramp: feature at (r, c) moves to (r+dy, c+dx)."""
     spec = scipy.fft.rfft2(img, workers=-1)
     u = scipy.fft.fftfreq(img.shape[0]).astype(np.float32)[:, None]
     v = scipy.fft.rfftfreq(img.shape[1]).astype(np.float32)[None, :]

@@ -69,9 +69,17 @@ def load_city(data: Path, city: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
         for i, band in enumerate(ALL_BANDS):
             with rasterio.open(_band_file(cdir / period, band)) as ds:
                 src = ds.read(1).astype(np.float32)
-                reproject(src, stack[i], src_transform=ds.transform, src_crs=ds.crs,
-                          dst_transform=dst_transform, dst_crs=dst_crs, src_nodata=0,
-                          dst_nodata=np.nan, resampling=Resampling.bilinear)
+                reproject(
+                    src,
+                    stack[i],
+                    src_transform=ds.transform,
+                    src_crs=ds.crs,
+                    dst_transform=dst_transform,
+                    dst_crs=dst_crs,
+                    src_nodata=0,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.bilinear,
+                )
         stack /= 10000.0
         out.append(stack)
     # OSCD grids are geographic but the imagery is Sentinel-2 10 m: the MMU is counted in
@@ -108,8 +116,9 @@ def _metrics(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1, "iou": iou}
 
 
-def run_city(before13: np.ndarray, after13: np.ndarray, params: ChangeParams,
-             px_m: float) -> tuple[np.ndarray, np.ndarray]:
+def run_city(
+    before13: np.ndarray, after13: np.ndarray, params: ChangeParams, px_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     idx = [ALL_BANDS.index(b) for b in CHANGE_BANDS]
     before, after = before13[idx], after13[idx]
     norm = fit_normalization(before, after)
@@ -137,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     params = ChangeParams(model=DetectorParams(**overrides).model_dump())
     rows: dict[str, dict[str, Any]] = {}
     tot = {"ours": [0, 0, 0], "base": [0, 0, 0]}
-    print(f"{'city':12s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} | {'base F1':>7s} "
-          f"{'changed%':>8s} {'sec':>5s}")
+    print(
+        f"{'city':12s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} | {'base F1':>7s} "
+        f"{'changed%':>8s} {'sec':>5s}"
+    )
     for city in args.cities.split(","):
         cached = args.cache / f"{city}.npz" if args.cache else None
         if cached is not None and cached.exists():
@@ -161,16 +172,28 @@ def main(argv: list[str] | None = None) -> int:
             tot[key][1] += s["fp"]
             tot[key][2] += s["fn"]
         rows[city] = {"ours": ours, "baseline": base, "seconds": dt}
-        print(f"{city:12s} {ours['precision']:6.3f} {ours['recall']:6.3f} {ours['f1']:6.3f} "
-              f"{ours['iou']:6.3f} | {base['f1']:7.3f} {100 * pred.mean():8.2f} {dt:5.1f}")
+        print(
+            f"{city:12s} {ours['precision']:6.3f} {ours['recall']:6.3f} {ours['f1']:6.3f} "
+            f"{ours['iou']:6.3f} | {base['f1']:7.3f} {100 * pred.mean():8.2f} {dt:5.1f}"
+        )
     pooled = _metrics(*tot["ours"])
     pooled_base = _metrics(*tot["base"])
-    print(f"{'POOLED':12s} {pooled['precision']:6.3f} {pooled['recall']:6.3f} {pooled['f1']:6.3f} "
-          f"{pooled['iou']:6.3f} | {pooled_base['f1']:7.3f}")
+    print(
+        f"{'POOLED':12s} {pooled['precision']:6.3f} {pooled['recall']:6.3f} {pooled['f1']:6.3f} "
+        f"{pooled['iou']:6.3f} | {pooled_base['f1']:7.3f}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"cities": rows, "pooled": pooled,
-                                         "pooled_baseline": pooled_base,
-                                         "params": params.model_dump()}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "cities": rows,
+                    "pooled": pooled,
+                    "pooled_baseline": pooled_base,
+                    "params": params.model_dump(),
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

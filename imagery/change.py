@@ -26,8 +26,8 @@ the fitted threshold: the score is 0.5 exactly at the decision boundary, so the 
 precision for recall in a calibrated way.
 
 Typing (``change_classes``) reads the direction of the change in index space (NDVI, NDBI,
-MNDWI, BSI and brightness of both dates): vegetation gain (lomas greening) is class 5,
-changes of water on water (sun glint, turbidity) class 6, never a man-made class.
+MNDWI and a soil index (B11-B02)/(B11+B02) of both dates): vegetation gain (lomas greening)
+is class 5, changes of water on water (sun glint, turbidity) class 6, never man-made.
 """
 
 from __future__ import annotations
@@ -69,38 +69,76 @@ _B, _G, _R, _N, _S1, _S2 = range(6)
 class DetectorParams(BaseModel):
     """Tuning of the detector; defaults are the ones scored on OSCD (docs/change-detection.md)."""
 
-    shift_radius_px: int = Field(default=1, ge=0, le=2, description="Residual misregistration tolerated "
-                                 "by the shift-tolerant change vector, pixels.")
-    w_irmad: float = Field(default=0.0, ge=0, le=1, description="Weight of the IR-MAD chi evidence "
-                           "against the shift-tolerant change vector magnitude.")
-    smooth_sigma_px: float = Field(default=1.0, ge=0, le=2.0, description="Gaussian averaging of the "
-                                   "evidence, pixels (truncated at 3 sigma).")
+    shift_radius_px: int = Field(
+        default=1,
+        ge=0,
+        le=2,
+        description="Residual misregistration tolerated by the shift-tolerant change vector, px.",
+    )
+    w_irmad: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Weight of the IR-MAD chi evidence against the shift-tolerant CVA (0: off).",
+    )
+    smooth_sigma_px: float = Field(
+        default=1.0,
+        ge=0,
+        le=2.0,
+        description="Gaussian averaging of the evidence, pixels (truncated at 3 sigma).",
+    )
     threshold_method: Literal["fixed", "kittler"] = Field(
-        default="fixed", description="'fixed': evidence threshold = fixed_threshold (noise units); "
-        "'kittler': Kittler-Illingworth minimum-error cut of the log-evidence histogram of "
-        "the fit sample, clipped to [min_threshold, max_threshold].")
-    fixed_threshold: float = Field(default=7.0, gt=0, description="Evidence threshold in units of the "
-                                   "no-change noise (used by 'fixed').")
-    min_threshold: float = Field(default=4.0, gt=0, description="Lower clip of a fitted threshold.")
-    max_threshold: float = Field(default=12.0, gt=0, description="Upper clip of a fitted threshold.")
-    softness: float = Field(default=1.0, gt=0, description="Width of the logistic score around the "
-                            "threshold, noise units.")
-    irmad_max_iter: int = Field(default=20, ge=1, le=100, description="IR-MAD iterations in the fit.")
-    ndvi_vegetation: float = Field(default=0.3, description="NDVI above which a pixel is vegetated.")
-    veg_gain_dndvi: float = Field(default=0.1, description="NDVI increase above which a change is "
-                                  "vegetation gain (class 5, e.g. lomas greening).")
-    mndwi_water: float = Field(default=0.1, description="MNDWI above which a pixel is water.")
-    ndbi_built: float = Field(default=0.0, description="NDBI above which a pixel that was water is "
-                              "new land (reclamation) rather than a brighter water surface.")
-    open_radius_px: int = Field(default=1, ge=0, le=3, description="Radius of the morphological "
-                                "opening of the man-made mask (0: off).")
-    close_radius_px: int = Field(default=1, ge=0, le=3, description="Radius of the morphological "
-                                 "closing of the man-made mask (0: off).")
+        default="fixed",
+        description="'fixed': evidence threshold = fixed_threshold (noise units); 'kittler': "
+        "Kittler-Illingworth minimum-error cut of the log-evidence histogram of the fit "
+        "sample, clipped to [min_threshold, max_threshold].",
+    )
+    fixed_threshold: float = Field(
+        default=7.0,
+        gt=0,
+        description="Evidence threshold in units of the no-change noise ('fixed').",
+    )
+    min_threshold: float = Field(default=4.0, gt=0, description="Lower clip of a fitted cut.")
+    max_threshold: float = Field(default=12.0, gt=0, description="Upper clip of a fitted cut.")
+    softness: float = Field(
+        default=1.0,
+        gt=0,
+        description="Width of the logistic score around the threshold, noise units.",
+    )
+    irmad_max_iter: int = Field(default=20, ge=1, le=100, description="IR-MAD iterations.")
+    ndvi_vegetation: float = Field(
+        default=0.3, description="NDVI (TOA or BOA) above which a pixel is vegetated."
+    )
+    veg_gain_dndvi: float = Field(
+        default=0.1,
+        description="NDVI increase above which a change to a vegetated pixel is vegetation "
+        "gain (class 5, e.g. lomas greening).",
+    )
+    mndwi_water: float = Field(default=0.1, description="MNDWI above which a pixel is water...")
+    water_nir_max: float = Field(
+        default=0.08,
+        description="...if its NIR reflectance is also below this (shadows are not water).",
+    )
+    ndbi_built: float = Field(
+        default=0.0,
+        description="NDBI above which a pixel that was water is new land (reclamation) "
+        "rather than a brighter water surface (glint, turbidity).",
+    )
+    open_radius_px: int = Field(
+        default=1, ge=0, le=3, description="Opening radius of the man-made mask (0: off)."
+    )
+    close_radius_px: int = Field(
+        default=1, ge=0, le=3, description="Closing radius of the man-made mask (0: off)."
+    )
 
     @model_validator(mode="after")
     def _fits_in_halo(self) -> DetectorParams:
-        reach = (self.shift_radius_px + math.ceil(3 * self.smooth_sigma_px)
-                 + self.open_radius_px + self.close_radius_px)
+        reach = (
+            self.shift_radius_px
+            + math.ceil(3 * self.smooth_sigma_px)
+            + self.open_radius_px
+            + self.close_radius_px
+        )
         if reach > HALO_PX:
             raise ValueError(f"neighbourhood reach {reach} px exceeds HALO_PX={HALO_PX}")
         if self.min_threshold > self.max_threshold:
@@ -126,8 +164,9 @@ def detector_params(params: Any) -> DetectorParams:
 class ChangeModel(BaseModel):
     """Global statistics of one pair, fitted once on a sample and applied to every tile."""
 
-    noise_scale: list[float] = Field(description="Per-band robust std of after-before on "
-                                     "no-change pixels (reflectance).")
+    noise_scale: list[float] = Field(
+        description="Per-band robust std of after-before on no-change pixels (reflectance)."
+    )
     irmad_mean: list[float] = Field(description="IR-MAD weighted mean, before then after bands.")
     irmad_a: list[list[float]]
     irmad_b: list[list[float]]
@@ -136,8 +175,9 @@ class ChangeModel(BaseModel):
     threshold: float = Field(description="Decision threshold of the evidence (noise units).")
     threshold_method: str
     n_pixels: int = Field(description="Valid pixels in the fit sample.")
-    sample_change_fraction: float = Field(description="Share of the sample above threshold "
-                                          "(pixelwise evidence, before smoothing).")
+    sample_change_fraction: float = Field(
+        description="Share of the sample above threshold (pixelwise evidence, before smoothing)."
+    )
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -194,8 +234,9 @@ def kittler_illingworth_threshold(values: np.ndarray, bins: int = 512) -> float:
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _shift_tolerant_distance(b: np.ndarray, a: np.ndarray, inv_s: np.ndarray,
-                             radius: int) -> np.ndarray:  # pragma: no cover - compiled
+def _shift_tolerant_distance(
+    b: np.ndarray, a: np.ndarray, inv_s: np.ndarray, radius: int
+) -> np.ndarray:  # pragma: no cover - compiled
     """sqrt(max(min_o |a(x+o)-b(x)|^2, min_o |a(x)-b(x+o)|^2)) with per-band 1/scale."""
     nb, h, w = b.shape
     out = np.empty((h, w), np.float32)
@@ -253,13 +294,19 @@ def _pixel_irmad_chi(before: np.ndarray, after: np.ndarray, model: ChangeModel) 
     p, h, w = before.shape
     xy = np.concatenate([before.reshape(p, -1), after.reshape(p, -1)], axis=0).T
     xy = np.ascontiguousarray(xy, dtype=np.float32)
-    z = irmad_chi2(xy, np.asarray(model.irmad_mean), np.asarray(model.irmad_a),
-                   np.asarray(model.irmad_b), np.asarray(model.irmad_var))
+    z = irmad_chi2(
+        xy,
+        np.asarray(model.irmad_mean),
+        np.asarray(model.irmad_a),
+        np.asarray(model.irmad_b),
+        np.asarray(model.irmad_var),
+    )
     return np.sqrt(z).reshape(h, w)
 
 
-def change_evidence(before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel,
-                    params: Any) -> np.ndarray:
+def change_evidence(
+    before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel, params: Any
+) -> np.ndarray:
     """Combined change evidence in noise units (float32 (H, W), NaN where invalid)."""
     dp = detector_params(params)
     b = np.ascontiguousarray(before, dtype=np.float32)
@@ -300,15 +347,22 @@ def fit_change_model(before: np.ndarray, after_normalized: np.ndarray, params: A
     else:
         t = dp.fixed_threshold
     return ChangeModel(
-        noise_scale=scale.tolist(), irmad_mean=irmad.mean_before + irmad.mean_after,
-        irmad_a=irmad.a, irmad_b=irmad.b, irmad_var=[s * s for s in irmad.mad_std],
-        irmad_rho=irmad.rho, threshold=t, threshold_method=dp.threshold_method,
-        n_pixels=len(xy), sample_change_fraction=float(np.mean(ev > t)),
+        noise_scale=scale.tolist(),
+        irmad_mean=irmad.mean_before + irmad.mean_after,
+        irmad_a=irmad.a,
+        irmad_b=irmad.b,
+        irmad_var=[s * s for s in irmad.mad_std],
+        irmad_rho=irmad.rho,
+        threshold=t,
+        threshold_method=dp.threshold_method,
+        n_pixels=len(xy),
+        sample_change_fraction=float(np.mean(ev > t)),
     )
 
 
-def change_score(before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel,
-                 params: Any) -> np.ndarray:
+def change_score(
+    before: np.ndarray, after_normalized: np.ndarray, model: ChangeModel, params: Any
+) -> np.ndarray:
     """Calibrated change score in 0..1 (0.5 = the fitted decision threshold); NaN invalid."""
     dp = detector_params(params)
     e = change_evidence(before, after_normalized, model, dp)
@@ -327,7 +381,6 @@ def _indices(im: np.ndarray) -> dict[str, np.ndarray]:
         "ndvi": nd(im[_N], im[_R]),
         "ndbi": nd(im[_S1], im[_N]),
         "mndwi": nd(im[_G], im[_S1]),
-        "bsi": nd(im[_S1] + im[_R], im[_N] + im[_B]),
         "soil": nd(im[_S1], im[_B]),
     }
 
@@ -337,8 +390,13 @@ def _disk(radius: int) -> np.ndarray:
     return (yy * yy + xx * xx) <= radius * radius + radius  # 3x3 full square at r=1
 
 
-def change_classes(before: np.ndarray, after_normalized: np.ndarray, score: np.ndarray,
-                   model: ChangeModel, params: Any) -> np.ndarray:
+def change_classes(
+    before: np.ndarray,
+    after_normalized: np.ndarray,
+    score: np.ndarray,
+    model: ChangeModel,
+    params: Any,
+) -> np.ndarray:
     """Change type per pixel (uint8): 0 none, 1 built-up gain, 2 soil disturbance, 3 built-up
     loss, 4 vegetation loss, 5 vegetation gain, 6 water change, 255 invalid.
 
@@ -348,14 +406,17 @@ def change_classes(before: np.ndarray, after_normalized: np.ndarray, score: np.n
     """
     dp = detector_params(params)
     thr = float(getattr(params, "score_threshold", 0.5))
-    valid = np.isfinite(score) & np.all(np.isfinite(before), axis=0) \
+    valid = (
+        np.isfinite(score)
+        & np.all(np.isfinite(before), axis=0)
         & np.all(np.isfinite(after_normalized), axis=0)
+    )
     changed = valid & (np.nan_to_num(score, nan=0.0) > thr)
     ib, ia = _indices(before), _indices(after_normalized)
     veg_b = ib["ndvi"] > dp.ndvi_vegetation
     veg_a = ia["ndvi"] > dp.ndvi_vegetation
-    wat_b = (ib["mndwi"] > dp.mndwi_water) & ~veg_b
-    wat_a = (ia["mndwi"] > dp.mndwi_water) & ~veg_a
+    wat_b = (ib["mndwi"] > dp.mndwi_water) & (before[_N] < dp.water_nir_max) & ~veg_b
+    wat_a = (ia["mndwi"] > dp.mndwi_water) & (after_normalized[_N] < dp.water_nir_max) & ~veg_a
     dndvi = ia["ndvi"] - ib["ndvi"]
 
     dsoil = ia["soil"] - ib["soil"]
@@ -365,7 +426,7 @@ def change_classes(before: np.ndarray, after_normalized: np.ndarray, score: np.n
     # after pixel became land (reclamation, new construction), then vegetation dynamics
     land_a = ~wat_a & ~veg_a & (ia["ndbi"] > dp.ndbi_built)
     water = changed & ((wat_b & ~land_a) | (~wat_b & wat_a))
-    veg_gain = changed & ~water & (dndvi > dp.veg_gain_dndvi)
+    veg_gain = changed & ~water & veg_a & (dndvi > dp.veg_gain_dndvi)
     veg_loss = changed & ~water & ~veg_gain & veg_b & veg_a
     man = changed & ~(water | veg_gain | veg_loss)
     # man-made typing from the direction of change: cleared vegetation -> soil disturbance;
@@ -405,8 +466,7 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     return out
 
 
-def apply_min_mapping_unit(classes: np.ndarray, min_pixels: int, connectivity: int = 8
-                           ) -> np.ndarray:
+def apply_min_mapping_unit(classes: np.ndarray, min_pixels: int, connectivity: int = 8) -> np.ndarray:
     """Drop man-made patches (classes 1-3 together) smaller than ``min_pixels``, globally.
 
     Uses ``rasterio.features.sieve`` on the binary man-made mask; dropped pixels become 0

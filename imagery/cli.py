@@ -82,7 +82,8 @@ def detect(
     after: Annotated[Path, typer.Argument(help="After scene, same forms as BEFORE.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the layers.")],
     aoi: Annotated[
-        str | None, typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file.")
+        str | None,
+        typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file."),
     ] = None,
     districts: Annotated[
         Path | None, typer.Option("--districts", help="District polygons (NOMBDIST/IDDIST fields).")
@@ -101,9 +102,7 @@ def detect(
     from imagery.sources.local import LocalSource, open_scene
 
     settings = load_settings(config, dask_address=dask_address)
-    plan = plan_run(
-        load_aoi(aoi) if aoi else None, [open_scene(before)], [open_scene(after)], settings
-    )
+    plan = plan_run(load_aoi(aoi) if aoi else None, [open_scene(before)], [open_scene(after)], settings)
     district_frame = _load_districts(districts)
     existed = out.exists()
     try:
@@ -127,9 +126,7 @@ def demo(
     data: Annotated[Path, typer.Option("--data", help="Where the demo scenes are generated.")] = (
         DEFAULT_DEMO_DATA
     ),
-    out: Annotated[Path, typer.Option("--out", help="Output root of the nightly run.")] = (
-        DEFAULT_DEMO_OUT
-    ),
+    out: Annotated[Path, typer.Option("--out", help="Output root of the nightly run.")] = (DEFAULT_DEMO_OUT),
 ) -> None:
     """Generate the Lima demo scenes if missing, run the nightly Prefect flow on them, and score
     the result against the planted truth."""
@@ -159,9 +156,7 @@ def demo(
 @app.command()
 @one_line_errors
 def evaluate(
-    predicted: Annotated[
-        Path | None, typer.Argument(help="change_class.tif to score.")
-    ] = None,
+    predicted: Annotated[Path | None, typer.Argument(help="change_class.tif to score.")] = None,
     truth: Annotated[Path | None, typer.Argument(help="Truth raster (0/1 or class codes).")] = None,
     dataset: Annotated[
         Path | None,
@@ -219,4 +214,5 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()
+    sys.exit(0)

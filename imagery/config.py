@@ -18,8 +18,9 @@ class MaskParams(BaseModel):
     """Cloud/shadow masking from the scene classification layer."""
 
     scl_classes: tuple[int, ...] = Field(
-        SCL_MASKED_DEFAULT, description="SCL codes treated as invalid (no data, defective, "
-        "cloud shadow, cloud medium/high, thin cirrus)."
+        SCL_MASKED_DEFAULT,
+        description="SCL codes treated as invalid (no data, defective, "
+        "cloud shadow, cloud medium/high, thin cirrus).",
     )
     dilate_px: int = Field(3, ge=0, le=20, description="Dilation of the cloud/shadow mask, pixels.")
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.fft
 from pydantic import BaseModel, Field
+from scipy.stats import f as f_dist
 
 from imagery.config import CoregParams
 
@@ -35,21 +36,13 @@ class ShiftModel(BaseModel):
     coordinates are clipped to `extent` (the tie-point hull box) so the affine never extrapolates.
     """
 
-    dx_px: float = Field(
-        default=0.0, description="Shift east (columns) at `centre`, reference pixels."
-    )
-    dy_px: float = Field(
-        default=0.0, description="Shift south (rows) at `centre`, reference pixels."
-    )
+    dx_px: float = Field(default=0.0, description="Shift east (columns) at `centre`, reference pixels.")
+    dy_px: float = Field(default=0.0, description="Shift south (rows) at `centre`, reference pixels.")
     n_tie_points: int = Field(default=0, ge=0, description="Tie points kept by the fit.")
-    n_rejected: int = Field(
-        default=0, ge=0, description="Matched windows rejected (unreliable/outlier)."
-    )
+    n_rejected: int = Field(default=0, ge=0, description="Matched windows rejected (unreliable/outlier).")
     rmse_px: float = Field(default=0.0, ge=0, description="RMS of kept tie points about the model.")
     method: Method = "none"
-    centre: tuple[float, float] = Field(
-        default=(0.0, 0.0), description="(row, col) of dx_px/dy_px."
-    )
+    centre: tuple[float, float] = Field(default=(0.0, 0.0), description="(row, col) of dx_px/dy_px.")
     gradient: tuple[float, float, float, float] = Field(
         default=(0.0, 0.0, 0.0, 0.0), description="d(dx)/drow, d(dx)/dcol, d(dy)/drow, d(dy)/dcol."
     )
@@ -91,6 +84,17 @@ class TiePoints:
     reliable: npt.NDArray[np.bool_]
 
 
+@dataclass(frozen=True)
+class MatchOptions:
+    """Tuning knobs of the matcher that are not run settings (defaults measured on OSCD)."""
+
+    max_invalid_frac: float = 0.1  # skip windows with more NaN than this in either image
+    min_psr: float = 9.0  # peak-to-sidelobe ratio of the integer surface (noise max is ~4.5)
+    min_peak: float = 0.03  # normalised peak height (coherent fraction of the spectrum)
+    max_freq: float = 0.35  # cycles/px kept in the cross-power; higher ones carry resampling bias
+    outlier_floor_px: float = 0.2  # outlier cut never tighter than this (px)
+
+
 # --------------------------------------------------------------------------- window matching
 
 
@@ -113,13 +117,28 @@ def _prepare(stack: F32, taper: F32) -> tuple[F32, F32]:
     return filled, frac
 
 
-def _cross_power(ref_f: C64, tgt: F32) -> C64:
-    """Whitened cross-power spectrum (target x conj(reference)); its inverse peaks at +shift."""
+def _freq_weight(n: int, max_freq: float) -> F32:
+    """Radial low-pass on the rfft grid: 1 below 0.7 * max_freq, cosine roll-off to 0 at max_freq.
+
+    Interpolated data (a reprojected or resampled image) have wrong phases near Nyquist that pull
+    the whitened peak towards whole pixels; dropping them removes that pixel-locking bias.
+    """
+    fu = scipy.fft.fftfreq(n)[:, None]
+    fv = scipy.fft.rfftfreq(n)[None, :]
+    f = np.hypot(fu, fv)
+    lo = 0.7 * max_freq
+    ramp = np.clip((f - lo) / max(max_freq - lo, 1e-9), 0.0, 1.0)
+    return (0.5 * (1 + np.cos(np.pi * ramp))).astype(np.float32)
+
+
+def _cross_power(ref_f: C64, tgt: F32, weight: F32) -> C64:
+    """Whitened, low-passed cross-power spectrum (target x conj(reference)); peaks at +shift."""
     tgt_f = scipy.fft.rfft2(tgt, workers=-1)
     cp = tgt_f * np.conj(ref_f)
     mag = np.abs(cp)
-    eps = np.float32(1e-12) * np.maximum(mag.max(axis=(1, 2), keepdims=True), np.float32(1e-30))
-    cp /= mag + eps
+    eps = np.maximum(np.float32(1e-12) * mag.max(axis=(1, 2), keepdims=True), np.float32(1e-30))
+    cp /= np.maximum(mag, eps)  # an all-invalid window gives a zero spectrum, not NaN
+    cp *= weight
     return cp.astype(np.complex64, copy=False)
 
 
@@ -163,13 +182,38 @@ def _dft_kernels(
     return ey, ex, ys, xs
 
 
+@numba.njit(parallel=True, cache=True)
+def _matrix_dft(cp: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
+    """Re(ey[k] @ cp[k] @ ex[k]) per window: the correlation surface on a sub-pixel grid.
+
+    A numba loop, not BLAS: these products are tiny and threaded BLAS thrashes on a busy host.
+    """
+    nk, nu, nv = cp.shape
+    m = ey.shape[1]
+    surf = np.empty((nk, m, m), np.float32)
+    for k in numba.prange(nk):
+        t = np.zeros((m, nv), np.complex64)
+        for a in range(m):
+            for u in range(nu):
+                e = ey[k, a, u]
+                for v in range(nv):
+                    t[a, v] += e * cp[k, u, v]
+        for a in range(m):
+            for b in range(m):
+                acc = np.complex64(0)
+                for v in range(nv):
+                    acc += t[a, v] * ex[k, v, b]
+                surf[k, a, b] = acc.real
+    return surf
+
+
 def _subpixel_peak(
-    cp: C64, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int
+    cp: C64, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int, norm: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Locate the correlation maximum near (centre_r, centre_c) on an m x m grid of +-half px."""
     n = cp.shape[1]
     ey, ex, ys, xs = _dft_kernels(n, centre_r, centre_c, half, m)
-    surf = np.matmul(np.matmul(ey, cp), ex).real / np.float32(n * n)  # (k, m, m)
+    surf = _matrix_dft(cp, ey, ex) / np.float32(norm)
     flat = surf.reshape(len(surf), -1)
     idx = flat.argmax(axis=1)
     ir, ic = np.divmod(idx, m)
@@ -227,29 +271,31 @@ def _match_batch(
     lefts: I64,
     n: int,
     margin: int,
-    max_invalid: float,
+    opts: MatchOptions,
 ) -> tuple[np.ndarray, ...]:
     """Match one batch of windows: (dy, dx, peak, psr, ok) per window."""
     taper = _hann(n)
+    weight = _freq_weight(n, opts.max_freq)
+    full = weight.copy()
+    full[:, 1 : (n + 1) // 2] *= 2  # Hermitian half: interior columns count twice
+    norm = float(full.sum())
     ref_w, ref_frac = _prepare(_extract(ref, tops, lefts, n), taper)
     ref_f = scipy.fft.rfft2(ref_w, workers=-1)
     tgt_w, tgt_frac = _prepare(_extract(tgt, tops, lefts, n), taper)
-    ir, ic, psr = _integer_peak(_cross_power(ref_f, tgt_w), n)
+    ir, ic, psr = _integer_peak(_cross_power(ref_f, tgt_w, weight), n)
     # Re-extract the target at the integer offset so the sub-pixel residual sees full overlap.
     ir = np.clip(ir, -margin, margin)
     ic = np.clip(ic, -margin, margin)
     moved = (ir != 0) | (ic != 0)
     if moved.any():
-        tgt_m, frac_m = _prepare(
-            _extract(tgt, tops[moved] + ir[moved], lefts[moved] + ic[moved], n), taper
-        )
+        tgt_m, frac_m = _prepare(_extract(tgt, tops[moved] + ir[moved], lefts[moved] + ic[moved], n), taper)
         tgt_w[moved] = tgt_m
         tgt_frac[moved] = frac_m
-    cp = _cross_power(ref_f, tgt_w)
+    cp = _cross_power(ref_f, tgt_w, weight)
     zeros = np.zeros(len(tops))
-    r1, c1, _ = _subpixel_peak(cp, zeros, zeros, half=0.75, m=16)
-    r2, c2, peak = _subpixel_peak(cp, r1, c1, half=0.06, m=13)
-    ok = (ref_frac >= 1 - max_invalid) & (tgt_frac >= 1 - max_invalid)
+    r1, c1, _ = _subpixel_peak(cp, zeros, zeros, half=0.6, m=9, norm=norm)
+    r2, c2, peak = _subpixel_peak(cp, r1, c1, half=0.1, m=7, norm=norm)
+    ok = (ref_frac >= 1 - opts.max_invalid_frac) & (tgt_frac >= 1 - opts.max_invalid_frac)
     ok &= (np.abs(r2) < 0.75) & (np.abs(c2) < 0.75)
     return ir + r2, ic + c2, peak, psr, ok
 
@@ -260,27 +306,24 @@ def match_windows(
     params: CoregParams,
     *,
     origin: tuple[int, int] = (0, 0),
-    max_invalid_frac: float = 0.1,
-    min_psr: float = 9.0,
-    min_peak: float = 0.03,
+    options: MatchOptions | None = None,
 ) -> TiePoints:
     """Phase-correlate a grid of windows: tie points in global coordinates, reliability flags."""
+    opts = options or MatchOptions()
     n = _window_size(reference.shape, params.window_px)
     margin = math.ceil(params.max_shift_px) + 1
     tops, lefts = _window_grid(reference.shape, n, params.grid_step_px, margin)
     parts: list[tuple[np.ndarray, ...]] = []
     for s in range(0, len(tops), _BATCH):
         sl = slice(s, s + _BATCH)
-        parts.append(
-            _match_batch(reference, target, tops[sl], lefts[sl], n, margin, max_invalid_frac)
-        )
+        parts.append(_match_batch(reference, target, tops[sl], lefts[sl], n, margin, opts))
     if parts:
         dy, dx, peak, psr, ok = (np.concatenate(p) for p in zip(*parts, strict=True))
     else:
         dy = dx = peak = psr = np.empty(0)
         ok = np.empty(0, dtype=bool)
     shift_ok = np.hypot(dx, dy) <= params.max_shift_px
-    reliable = ok & shift_ok & (psr >= min_psr) & (peak >= min_peak)
+    reliable = ok & shift_ok & (psr >= opts.min_psr) & (peak >= opts.min_peak)
     half = (n - 1) / 2.0
     return TiePoints(
         rows=(tops + origin[0] + half).astype(np.float64),
@@ -301,9 +344,7 @@ def _window_size(shape: tuple[int, ...], wanted: int) -> int:
 # --------------------------------------------------------------------------- model fitting
 
 
-def _design(
-    rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], affine: bool
-) -> np.ndarray:
+def _design(rows: np.ndarray, cols: np.ndarray, centre: tuple[float, float], affine: bool) -> np.ndarray:
     """Least-squares design matrix: [1] or [1, row - r0, col - c0]."""
     cols_ = [np.ones_like(rows)]
     if affine:
@@ -334,8 +375,8 @@ def _robust_fit(
     coef = np.array([[np.median(tp.dx[keep])], [np.median(tp.dy[keep])]])
     for _ in range(iterations):
         res = _residuals(tp, coef, centre)
-        sigma = 1.4826 * float(np.median(res[keep])) / 1.1774 * 1.0
-        new_keep = tp.reliable & (res <= max(3.0 * sigma * 1.1774, floor_px))
+        sigma = float(np.median(res[keep])) / 1.1774  # median of a 2-D normal norm is 1.1774 sigma
+        new_keep = tp.reliable & (res <= max(3.5 * sigma, floor_px))
         if new_keep.sum() < (3 if affine else 1):
             break
         keep = new_keep
@@ -349,6 +390,7 @@ def _affine_supported(
     coef_t: np.ndarray,
     coef_a: np.ndarray,
     centre: tuple[float, float],
+    min_effect_px: float = 0.05,
 ) -> bool:
     """F-test (4 extra parameters, p < 0.001) that an affine beats a translation on kept points."""
     n = int(keep.sum())
@@ -360,9 +402,12 @@ def _affine_supported(
     if rss_a <= 0:
         return rss_t > 0
     f = ((rss_t - rss_a) / 4.0) / (rss_a / dof)
-    from scipy.stats import f as f_dist
-
-    return bool(f > f_dist.ppf(0.999, 4, dof))
+    if f <= f_dist.ppf(0.999, 4, dof):
+        return False
+    # Significant but negligible (< min_effect_px anywhere on the tie-point hull): keep it simple.
+    r, c = tp.rows[keep] - centre[0], tp.cols[keep] - centre[1]
+    effect = np.hypot(coef_a[0, 1] * r + coef_a[0, 2] * c, coef_a[1, 1] * r + coef_a[1, 2] * c)
+    return bool(effect.max() >= min_effect_px)
 
 
 def fit_model(tp: TiePoints, params: CoregParams, *, floor_px: float = 0.2) -> ShiftModel | None:
@@ -388,7 +433,7 @@ def fit_model(tp: TiePoints, params: CoregParams, *, floor_px: float = 0.2) -> S
         n_tie_points=int(keep.sum()),
         n_rejected=len(tp.dx) - int(keep.sum()),
         rmse_px=float(np.sqrt(np.mean(res**2))) if len(res) else 0.0,
-        method=method,  # type: ignore[arg-type]
+        method=method,
         centre=centre,
         gradient=grad,
         extent=(float(rk.min()), float(rk.max()), float(ck.min()), float(ck.max())),
@@ -401,8 +446,7 @@ def _global_match(
     target: F32,
     params: CoregParams,
     origin: tuple[int, int],
-    min_psr: float,
-    min_peak: float,
+    opts: MatchOptions,
 ) -> ShiftModel | None:
     """One large centred window (up to 1024 px, half may be invalid): the fallback translation."""
     margin = math.ceil(params.max_shift_px) + 1
@@ -411,10 +455,10 @@ def _global_match(
     if n < 32:
         return None
     top, left = np.array([(h - n) // 2]), np.array([(w - n) // 2])
-    dy, dx, peak, psr, _ = _match_batch(reference, target, top, left, n, margin, 1.0)
+    dy, dx, peak, psr, _ = _match_batch(reference, target, top, left, n, margin, opts)
     valid = np.isfinite(reference[top[0] : top[0] + n, left[0] : left[0] + n])
     valid &= np.isfinite(target[top[0] : top[0] + n, left[0] : left[0] + n])
-    ok = valid.mean() >= 0.5 and psr[0] >= min_psr and peak[0] >= min_peak
+    ok = valid.mean() >= 0.5 and psr[0] >= opts.min_psr and peak[0] >= opts.min_peak
     if not ok or math.hypot(dx[0], dy[0]) > params.max_shift_px:
         return None
     c = (origin[0] + top[0] + (n - 1) / 2.0, origin[1] + left[0] + (n - 1) / 2.0)
@@ -434,10 +478,7 @@ def estimate_shift(
     params: CoregParams,
     *,
     origin: tuple[int, int] = (0, 0),
-    max_invalid_frac: float = 0.1,
-    min_psr: float = 9.0,
-    min_peak: float = 0.03,
-    outlier_floor_px: float = 0.2,
+    options: MatchOptions | None = None,
 ) -> ShiftModel:
     """Shift of `target` relative to `reference` (same grid, NaN = invalid) in global grid pixels.
 
@@ -450,18 +491,11 @@ def estimate_shift(
         raise ValueError(f"reference {ref.shape} and target {tgt.shape}: need equal 2-D shapes")
     if not params.enabled:
         return ShiftModel()
-    tp = match_windows(
-        ref,
-        tgt,
-        params,
-        origin=origin,
-        max_invalid_frac=max_invalid_frac,
-        min_psr=min_psr,
-        min_peak=min_peak,
-    )
-    model = fit_model(tp, params, floor_px=outlier_floor_px)
+    opts = options or MatchOptions()
+    tp = match_windows(ref, tgt, params, origin=origin, options=opts)
+    model = fit_model(tp, params, floor_px=opts.outlier_floor_px)
     if model is None:
-        model = _global_match(ref, tgt, params, origin, min_psr, min_peak)
+        model = _global_match(ref, tgt, params, origin, opts)
         if model is not None:
             model = model.model_copy(update={"n_rejected": len(tp.dx), "n_windows": len(tp.dx)})
     return model or ShiftModel(n_rejected=int(tp.reliable.sum()), n_windows=len(tp.dx))
@@ -470,9 +504,12 @@ def estimate_shift(
 # --------------------------------------------------------------------------- resampling
 
 
-@numba.njit(cache=True, inline="always")
-def _taps(s: float, order: int, w: np.ndarray) -> int:
-    """Fill w with the 1-D kernel weights for source coordinate s; return the first tap index."""
+@numba.njit(cache=True)
+def _taps(s: float, origin: int, size: int, order: int, idx: np.ndarray, w: np.ndarray) -> bool:
+    """1-D kernel taps for global coordinate s into a window starting at `origin`; False if outside.
+
+    Zero-weight taps point at the strongest tap, so a NaN there cannot leak in as NaN * 0.
+    """
     i0 = math.floor(s)
     t = s - i0
     if order == 1:
@@ -480,18 +517,32 @@ def _taps(s: float, order: int, w: np.ndarray) -> int:
         w[1] = t
         w[2] = 0.0
         w[3] = 0.0
-        return i0
-    # Keys cubic convolution, a = -0.5 (taps i0-1 .. i0+2).
-    a = -0.5
+        first = i0
+    else:  # Keys cubic convolution, a = -0.5, taps i0-1 .. i0+2
+        a = -0.5
+        for k in range(4):
+            x = abs(t - (k - 1))
+            if x <= 1.0:
+                w[k] = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+            elif x < 2.0:
+                w[k] = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+            else:
+                w[k] = 0.0
+        first = i0 - 1
+    best = 0
     for k in range(4):
-        x = abs(t - (k - 1))
-        if x <= 1.0:
-            w[k] = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-        elif x < 2.0:
-            w[k] = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-        else:
-            w[k] = 0.0
-    return i0 - 1
+        if w[k] > w[best]:
+            best = k
+    for k in range(4):
+        if w[k] != 0.0:
+            local = first + k - origin
+            if local < 0 or local >= size:
+                return False
+            idx[k] = local
+    for k in range(4):
+        if w[k] == 0.0:
+            idx[k] = first + best - origin
+    return True
 
 
 @numba.njit(parallel=True, cache=True)
@@ -500,24 +551,19 @@ def _warp(
 ) -> None:
     """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN."""
     nb, h, w = src.shape
-    ntap = 2 if order == 1 else 4
-    dx0, dy0, rc, cc, gxr, gxc, gyr, gyc, rmin, rmax, cmin, cmax = (
-        coef[0],
-        coef[1],
-        coef[2],
-        coef[3],
-        coef[4],
-        coef[5],
-        coef[6],
-        coef[7],
-        coef[8],
-        coef[9],
-        coef[10],
-        coef[11],
-    )
+    dx0, dy0, rc, cc = coef[0], coef[1], coef[2], coef[3]
+    gxr, gxc, gyr, gyc = coef[4], coef[5], coef[6], coef[7]
+    rmin, rmax, cmin, cmax = coef[8], coef[9], coef[10], coef[11]
     for i in numba.prange(h):
-        wy = np.empty(4)
-        wx = np.empty(4)
+        iy = np.empty((w, 4), np.int64)
+        ix = np.empty((w, 4), np.int64)
+        wy = np.empty((w, 4), np.float32)
+        wx = np.empty((w, 4), np.float32)
+        ok = np.empty(w, np.bool_)
+        ty = np.empty(4, np.int64)
+        tx = np.empty(4, np.int64)
+        vy = np.empty(4)
+        vx = np.empty(4)
         gr = float(i + r0)
         dr = min(max(gr, rmin), rmax) - rc
         for j in range(w):
@@ -528,27 +574,24 @@ def _warp(
                 dcol = min(max(gc, cmin), cmax) - cc
                 dx += gxr * dr + gxc * dcol
                 dy += gyr * dr + gyc * dcol
-            y0 = _taps(gr + dy, order, wy) - r0
-            x0 = _taps(gc + dx, order, wx) - c0
-            inside = True
-            for k in range(ntap):
-                if wy[k] != 0.0 and (y0 + k < 0 or y0 + k >= h):
-                    inside = False
-                if wx[k] != 0.0 and (x0 + k < 0 or x0 + k >= w):
-                    inside = False
-            for b in range(nb):
-                if not inside:
+            ok[j] = _taps(gr + dy, r0, h, order, ty, vy) and _taps(gc + dx, c0, w, order, tx, vx)
+            for k in range(4):
+                iy[j, k] = ty[k]
+                ix[j, k] = tx[k]
+                wy[j, k] = vy[k]
+                wx[j, k] = vx[k]
+        ntap = 2 if order == 1 else 4
+        for b in range(nb):
+            for j in range(w):
+                if not ok[j]:
                     out[b, i, j] = np.nan
                     continue
-                acc = 0.0
+                acc = np.float32(0.0)
                 for ky in range(ntap):
-                    if wy[ky] == 0.0:
-                        continue
-                    row = 0.0
+                    row = np.float32(0.0)
                     for kx in range(ntap):
-                        if wx[kx] != 0.0:
-                            row += wx[kx] * src[b, y0 + ky, x0 + kx]
-                    acc += wy[ky] * row
+                        row += wx[j, kx] * src[b, iy[j, ky], ix[j, kx]]
+                    acc += wy[j, ky] * row
                 out[b, i, j] = acc
 
 

@@ -104,9 +104,7 @@ def _land_cover(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndar
     return cover, masks
 
 
-def _blocks(
-    rng: np.random.Generator, allowed: np.ndarray, count: int, size: tuple[int, int]
-) -> np.ndarray:
+def _blocks(rng: np.random.Generator, allowed: np.ndarray, count: int, size: tuple[int, int]) -> np.ndarray:
     """`count` rectangles of random size in `size` px placed where `allowed` holds entirely."""
     n = allowed.shape[0]
     out = np.zeros_like(allowed)
@@ -266,7 +264,8 @@ def _write_look(root: Path, look: Look, refl: np.ndarray, scl: np.ndarray, trans
     folder = root / name
     tags = {
         "PROCESSING_LEVEL": "Level-2A", "PROCESSING_BASELINE": look.baseline,
-        "BOA_ADD_OFFSET": str(offset), "ACQUISITION_DATE": f"{look.date[:4]}-{look.date[4:6]}-{look.date[6:]}",
+        "BOA_ADD_OFFSET": str(offset),
+        "ACQUISITION_DATE": f"{look.date[:4]}-{look.date[4:6]}-{look.date[6:]}",
         "SPACECRAFT_NAME": f"Sentinel-2{look.platform[-1]}", "DEMO": "synthetic, see demo.json",
     }  # fmt: skip
     prefix = f"T18LTM_{look.date}T152639"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dask.base
+import geopandas as gpd
 
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
@@ -52,8 +53,10 @@ def run_tiles(
         else:
             cluster = stack.enter_context(
                 LocalCluster(
-                    n_workers=1, threads_per_worker=workers or os.cpu_count() or 1,
-                    processes=False, dashboard_address=None,
+                    n_workers=1,
+                    threads_per_worker=workers or os.cpu_count() or 1,
+                    processes=False,
+                    dashboard_address=None,
                 )  # fmt: skip
             )
             client = stack.enter_context(Client(cluster))
@@ -75,7 +78,7 @@ def detect(
     out_dir: Path,
     *,
     dask_address: str | None = None,
-    districts: object | None = None,
+    districts: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Path]:
     """Fit the pair, process all tiles and publish the layers into `out_dir`."""
@@ -86,6 +89,6 @@ def detect(
             plan, model, source, tile_dir, dask_address=dask_address,
             workers=plan.settings.workers, progress=progress,
         )  # fmt: skip
-        return publish(plan, model, tile_dir, out_dir, districts=districts)  # type: ignore[arg-type]
+        return publish(plan, model, tile_dir, out_dir, districts=districts)
     finally:
         shutil.rmtree(tile_dir, ignore_errors=True)

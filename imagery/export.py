@@ -59,7 +59,7 @@ def scratch_raster(path: Path, gbox: GeoBox, dtype: str, nodata: float) -> raste
     """An uncompressed tiled GeoTIFF to assemble a mosaic into, window by window."""
     return rasterio.open(
         path, "w", driver="GTiff", width=gbox.shape.x, height=gbox.shape.y, count=1, dtype=dtype,
-        crs=gbox.crs.to_wkt(), transform=gbox.affine, nodata=nodata, tiled=True,
+        crs=str(gbox.crs), transform=gbox.affine, nodata=nodata, tiled=True,
         blockxsize=512, blockysize=512, BIGTIFF="IF_SAFER",
     )  # fmt: skip
 
@@ -70,7 +70,7 @@ def finish_cog(
     *,
     description: str,
     categorical: bool,
-    predictor: int,
+    predictor: str,
 ) -> Path:
     """Turn an assembled scratch GeoTIFF into a COG with overviews, statistics and metadata."""
     with rasterio.open(scratch, "r+") as ds:
@@ -83,7 +83,7 @@ def finish_cog(
         if categorical:
             ds.write_colormap(1, {k: rgba for k, (_, rgba) in CHANGE_CLASSES.items()})
             ds.update_tags(1, **{f"CLASS_{k}": name for k, (name, _) in CHANGE_CLASSES.items()})
-    options = dict(COG_OPTIONS, PREDICTOR=predictor)
+    options: dict[str, object] = dict(COG_OPTIONS, PREDICTOR=predictor)
     options["RESAMPLING"] = "NEAREST" if categorical else "AVERAGE"
     with atomic_path(final) as tmp:
         rio_copy(scratch, tmp, driver="COG", **options)

@@ -31,7 +31,7 @@ def run_geobox(aoi: AOI, resolution: float = 10.0, crs: CRS | None = None) -> Ge
 
 def clip_geobox(gbox: GeoBox, footprint: BaseGeometry, footprint_crs: str = "EPSG:4326") -> GeoBox:
     """The part of the grid covering `footprint` (pixel-aligned with the original grid)."""
-    geom = Geometry(footprint, crs=footprint_crs).to_crs(gbox.crs)
+    geom = Geometry(footprint, crs=footprint_crs).to_crs(str(gbox.crs))
     inter = geom.intersection(gbox.extent)
     if inter.is_empty or inter.area <= 0:
         raise InputError("the scenes do not cover the AOI: no overlap between AOI and imagery")

@@ -73,9 +73,7 @@ def extract_hotspots(
     safe_score = np.where(np.isfinite(score), score, 0).astype(np.float32)
     mean = np.asarray(ndimage.mean(safe_score, labels, index))
     peak = np.asarray(ndimage.maximum(safe_score, labels, index))
-    per_class = np.stack(
-        [np.bincount(labels[classes == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES]
-    )
+    per_class = np.stack([np.bincount(labels[classes == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES])
     dominant = np.asarray(MAN_MADE_CLASSES)[per_class.argmax(axis=0)]
     polygons: dict[int, list[object]] = {}
     for geom, value in rasterio.features.shapes(
@@ -135,7 +133,7 @@ def attribute_districts(
     out["district"] = out["id"].map(best[name_field]).astype(object)
     if code_field:
         out["ubigeo"] = out["id"].map(best[code_field]).astype(object)
-    return out.where(pd.notna(out), None)  # type: ignore[return-value]
+    return out.where(pd.notna(out), None)
 
 
 def summarise_by(frame: gpd.GeoDataFrame, keys: Sequence[str]) -> pd.DataFrame:

@@ -143,9 +143,7 @@ class IrMad(BaseModel):
     converged: bool
 
 
-def irmad_fit(
-    xy: np.ndarray, *, max_iter: int = 20, tol: float = 1e-4
-) -> tuple[IrMad, np.ndarray]:
+def irmad_fit(xy: np.ndarray, *, max_iter: int = 20, tol: float = 1e-4) -> tuple[IrMad, np.ndarray]:
     """Run IR-MAD on an (N, 2p) float32 sample; returns the model and no-change probabilities."""
     n, m = xy.shape
     p = m // 2
@@ -167,14 +165,26 @@ def irmad_fit(
             break
         rho_prev = rho
     model = IrMad(
-        mean_before=mean[:p].tolist(), mean_after=mean[p:].tolist(), a=a.tolist(), b=b.tolist(),
-        mad_std=np.sqrt(mad_var).tolist(), rho=rho.tolist(), iterations=it, converged=converged,
+        mean_before=mean[:p].tolist(),
+        mean_after=mean[p:].tolist(),
+        a=a.tolist(),
+        b=b.tolist(),
+        mad_std=np.sqrt(mad_var).tolist(),
+        rho=rho.tolist(),
+        iterations=it,
+        converged=converged,
     )
     return model, w
 
 
-def _robust_mad_var(xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray,
-                    rho: np.ndarray, max_sample: int = 1 << 20) -> np.ndarray:
+def _robust_mad_var(
+    xy: np.ndarray,
+    mean: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    rho: np.ndarray,
+    max_sample: int = 1 << 20,
+) -> np.ndarray:
     """Robust variance of each MAD variate: (1.4826 x median absolute deviation)^2.
 
     The textbook IR-MAD uses ``2 (1 - rho)``, the variance under the current weights; on real
@@ -191,8 +201,9 @@ def _robust_mad_var(xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarr
     return np.maximum(scale.astype(np.float64) ** 2, floor)
 
 
-def irmad_chi2(xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray,
-               mad_var: np.ndarray) -> np.ndarray:
+def irmad_chi2(
+    xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
+) -> np.ndarray:
     """Standardised MAD chi-square statistic of each row of an (N, 2p) matrix (float32)."""
     # MAD = A^T (x - mx) - B^T (y - my) = [A; -B]^T (xy - mean), scaled by 1/sigma
     t = (np.concatenate([a, -b], axis=0) / np.sqrt(mad_var)[None, :]).astype(np.float32)
@@ -204,14 +215,14 @@ def irmad_chi2(xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray,
     return z
 
 
-def irmad_probability(xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray,
-                      mad_var: np.ndarray) -> np.ndarray:
+def irmad_probability(
+    xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
+) -> np.ndarray:
     """No-change probability of each row: chi-square survival of its standardised MADs."""
     return chi2_sf(irmad_chi2(xy, mean, a, b, mad_var), a.shape[0])
 
 
-def _orthogonal_regression(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float,
-                                                                                 float]:
+def _orthogonal_regression(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
     """Weighted total-least-squares fit ``y = gain * x + offset``; returns gain, offset, r."""
     sw = float(w.sum(dtype=np.float64))
     mx = float((w @ x) / sw)
@@ -222,10 +233,8 @@ def _orthogonal_regression(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple
     syy = float(w @ (dy * dy)) / sw
     sxy = float(w @ (dx * dy)) / sw
     r = sxy / math.sqrt(max(sxx * syy, 1e-30))
-    if abs(sxy) < 1e-15:
-        gain = 1.0
-    else:
-        gain = (syy - sxx + math.sqrt((syy - sxx) ** 2 + 4 * sxy * sxy)) / (2 * sxy)
+    spread = syy - sxx + math.sqrt((syy - sxx) ** 2 + 4 * sxy * sxy)
+    gain = 1.0 if abs(sxy) < 1e-15 else spread / (2 * sxy)
     return gain, my - gain * mx, r
 
 
@@ -250,8 +259,14 @@ def fit_normalization(
     xy = _valid_pairs(before, after)
     n = len(xy)
     identity = Normalization(
-        gain=[1.0] * p, offset=[0.0] * p, n_pixels=n, n_no_change=0, iterations=0,
-        converged=False, canonical_correlations=[], band_correlations=[],
+        gain=[1.0] * p,
+        offset=[0.0] * p,
+        n_pixels=n,
+        n_no_change=0,
+        iterations=0,
+        converged=False,
+        canonical_correlations=[],
+        band_correlations=[],
     )
     if n < max(min_pixels, 4 * p):
         return identity
@@ -259,8 +274,9 @@ def fit_normalization(
     keep = prob > min_no_change_prob
     n_nc = int(keep.sum())
     if n_nc < min_pixels:
-        return identity.model_copy(update={"iterations": model.iterations,
-                                           "canonical_correlations": model.rho})
+        return identity.model_copy(
+            update={"iterations": model.iterations, "canonical_correlations": model.rho}
+        )
     sub = xy[keep]
     w = prob[keep]
     gains, offsets, corrs = [], [], []
@@ -272,8 +288,14 @@ def fit_normalization(
         offsets.append(float(offset))
         corrs.append(float(r))
     return Normalization(
-        gain=gains, offset=offsets, n_pixels=n, n_no_change=n_nc, iterations=model.iterations,
-        converged=model.converged, canonical_correlations=model.rho, band_correlations=corrs,
+        gain=gains,
+        offset=offsets,
+        n_pixels=n,
+        n_no_change=n_nc,
+        iterations=model.iterations,
+        converged=model.converged,
+        canonical_correlations=model.rho,
+        band_correlations=corrs,
     )
 
 

@@ -18,6 +18,7 @@ from odc.geo.geobox import GeoBox
 from pydantic import BaseModel
 from shapely import wkt
 from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from imagery import change, coregister, normalize
 from imagery.aoi import AOI, from_geometry
@@ -127,9 +128,7 @@ def _check_scenes(label: str, scenes: Sequence[Scene]) -> None:
         require_bands(scene, CHANGE_BANDS)
 
 
-def plan_run(
-    aoi: AOI | None, before: Sequence[Scene], after: Sequence[Scene], settings: Settings
-) -> RunPlan:
+def plan_run(aoi: AOI | None, before: Sequence[Scene], after: Sequence[Scene], settings: Settings) -> RunPlan:
     """Grid and tiles for a run: the AOI's UTM grid clipped to the imagery, or, with no AOI,
     the native grid of the first before scene's 10 m band (the reference is then not resampled)."""
     _check_scenes("before", before)
@@ -138,17 +137,13 @@ def plan_run(
     after_fp = _union([s.footprint for s in after])
     common = before_fp.intersection(after_fp)
     if common.is_empty or common.area <= 0:
-        raise InputError(
-            f"before scenes ({before[0].id}) and after scenes ({after[0].id}) do not overlap"
-        )
+        raise InputError(f"before scenes ({before[0].id}) and after scenes ({after[0].id}) do not overlap")
     if aoi is None:
         gbox = _native_geobox(before[0])
         aoi = from_geometry(before[0].id, box(*gbox.geographic_extent.boundingbox), before[0].id)
     else:
         if not aoi.geometry.intersects(common):
-            raise InputError(
-                f"AOI {aoi.name} lies outside the scenes (imagery covers {_fmt_bounds(common)})"
-            )
+            raise InputError(f"AOI {aoi.name} lies outside the scenes (imagery covers {_fmt_bounds(common)})")
         gbox = clip_geobox(run_geobox(aoi, settings.resolution_m), common.intersection(aoi.geometry))
     return RunPlan(
         aoi_name=aoi.name, aoi_wkt=aoi.geometry.wkt, grid=GridSpec.from_geobox(gbox),
@@ -163,7 +158,7 @@ def _native_geobox(scene: Scene) -> GeoBox:
         return GeoBox.from_rio(src)
 
 
-def _union(geoms: Sequence[object]) -> object:
+def _union(geoms: Sequence[BaseGeometry]) -> BaseGeometry:
     from shapely.ops import unary_union
 
     return unary_union(geoms)

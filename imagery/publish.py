@@ -19,7 +19,9 @@ from imagery.pipeline import PairModel, RunPlan
 from imagery.tilestore import load_tile, tile_path
 
 SCORE_DESCRIPTION = "change_score (0 no change .. 1 certain change)"
-CLASS_DESCRIPTION = "change_class (0 none,1 built-up gain,2 clearing,3 demolition,4 veg loss,5 veg gain,6 water)"
+CLASS_DESCRIPTION = (
+    "change_class (0 none,1 built-up gain,2 clearing,3 demolition,4 veg loss,5 veg gain,6 water)"
+)
 
 
 def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
@@ -84,9 +86,9 @@ def publish(
         hotspots = attribute_districts(hotspots, districts, *district_fields)
     outputs = {
         "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
-                                   description=SCORE_DESCRIPTION, categorical=False, predictor=3),
+                                   description=SCORE_DESCRIPTION, categorical=False, predictor="FLOATING_POINT"),
         "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
-                                   description=CLASS_DESCRIPTION, categorical=True, predictor=1),
+                                   description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
         "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
     }  # fmt: skip
     counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
@@ -99,7 +101,11 @@ def publish(
 
 
 def run_metadata(
-    plan: RunPlan, model: PairModel, coverage: dict[str, Any], class_counts: Sequence[int], n_hotspots: int
+    plan: RunPlan,
+    model: PairModel,
+    coverage: dict[str, Any],
+    class_counts: Sequence[int] | np.ndarray,
+    n_hotspots: int,
 ) -> dict[str, Any]:
     """What a reader needs to trust the layers: scenes, masking, co-registration, coverage."""
     settings = plan.settings.model_dump(mode="json", exclude={"sh_client_id", "sh_client_secret"})
@@ -109,8 +115,15 @@ def run_metadata(
         "grid": plan.grid.model_dump(),
         "scenes": {
             period: [
-                {"id": s.id, "date": s.acquired.isoformat(), "level": s.level, "source": s.source,
-                 "cloud_cover": s.cloud_cover, "cloud_mask": s.has_scl, "boa_offset": s.boa_offset}
+                {
+                    "id": s.id,
+                    "date": s.acquired.isoformat(),
+                    "level": s.level,
+                    "source": s.source,
+                    "cloud_cover": s.cloud_cover,
+                    "cloud_mask": s.has_scl,
+                    "boa_offset": s.boa_offset,
+                }
                 for s in scenes
             ]
             for period, scenes in (("before", plan.before), ("after", plan.after))

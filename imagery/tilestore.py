@@ -18,12 +18,11 @@ def tile_path(folder: Path, name: str) -> Path:
 
 def save_tile(result: TileResult, path: Path) -> Path:
     """Write a tile result atomically (a crash never leaves a readable half tile)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh, score=result.score, classes=result.classes,
-                looks_before=result.looks_before, looks_after=result.looks_after,
-            )  # fmt: skip
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(
+            fh, score=result.score, classes=result.classes,
+            looks_before=result.looks_before, looks_after=result.looks_after,
+        )  # fmt: skip
     return path
 
 

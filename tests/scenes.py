@@ -13,13 +13,26 @@ from imagery.sentinel2 import CHANGE_BANDS
 UTM_ORIGIN = (280_000.0, 8_670_000.0)
 
 
-def write_band(path: Path, data: np.ndarray, transform: Affine, crs: str = "EPSG:32718",
-               tags: dict[str, str] | None = None, driver: str = "GTiff") -> Path:
+def write_band(
+    path: Path,
+    data: np.ndarray,
+    transform: Affine,
+    crs: str = "EPSG:32718",
+    tags: dict[str, str] | None = None,
+    driver: str = "GTiff",
+) -> Path:
     """One band file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
-        path, "w", driver=driver, width=data.shape[1], height=data.shape[0], count=1,
-        dtype=data.dtype.name, crs=crs, transform=transform,
+        path,
+        "w",
+        driver=driver,
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform,
     ) as ds:
         ds.write(data, 1)
         if tags:

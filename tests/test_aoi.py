@@ -24,7 +24,9 @@ def test_builtin_aois_cover_lima_and_callao() -> None:
     assert both.geometry.contains(callao.geometry.representative_point())
 
 
-@pytest.mark.parametrize("driver,suffix", [("GeoJSON", ".geojson"), ("GPKG", ".gpkg"), ("ESRI Shapefile", ".shp")])
+@pytest.mark.parametrize(
+    "driver,suffix", [("GeoJSON", ".geojson"), ("GPKG", ".gpkg"), ("ESRI Shapefile", ".shp")]
+)
 def test_aoi_from_any_vector_format_in_any_crs(tmp_path: Path, driver: str, suffix: str) -> None:
     area = gpd.GeoDataFrame(geometry=[box(-77.05, -12.10, -77.00, -12.05)], crs=4326).to_crs(32718)
     path = tmp_path / f"zone{suffix}"

@@ -96,8 +96,7 @@ def test_shift_tolerance_suppresses_misregistration() -> None:
     model = fit_change_model(before, before + 0.002, _params())
     model = model.model_copy(update={"noise_scale": [0.004] * 6})
     tolerant = change_evidence(before, after, model, DetectorParams(smooth_sigma_px=0))
-    strict = change_evidence(before, after, model,
-                             DetectorParams(shift_radius_px=0, smooth_sigma_px=0))
+    strict = change_evidence(before, after, model, DetectorParams(shift_radius_px=0, smooth_sigma_px=0))
     inner = (slice(2, -2), slice(2, -2))
     assert np.median(strict[inner]) > 2 * model.threshold
     assert np.percentile(tolerant[inner], 99) < model.threshold
@@ -145,8 +144,7 @@ def test_man_made_cleanup_removes_isolated_pixels() -> None:
     after[:, 20:30, 20:30] = ROOF[:, None, None]
     params = _params()
     model = fit_change_model(before, after, params)
-    classes = change_classes(before, after, change_score(before, after, model, params), model,
-                             params)
+    classes = change_classes(before, after, change_score(before, after, model, params), model, params)
     assert classes[5, 5] == 0
     assert (classes[21:29, 21:29] == BUILT_GAIN).all()
 
@@ -197,5 +195,4 @@ def test_fit_on_subsample_gives_same_model_scale() -> None:
 
 def test_params_must_fit_in_halo() -> None:
     with pytest.raises(ValueError):
-        DetectorParams(shift_radius_px=2, smooth_sigma_px=2.0, open_radius_px=3,
-                       close_radius_px=3)
+        DetectorParams(shift_radius_px=2, smooth_sigma_px=2.0, open_radius_px=3, close_radius_px=3)

@@ -34,7 +34,10 @@ def test_padded_tile_is_clamped_and_inner_crop_matches() -> None:
     assert padded.shape.y == 256 + 16
     padded, origin, inner = last.padded(gbox, 16)
     assert origin == (last.row0 - 16, last.col0 - 16)
-    assert padded[inner[0], inner[1]].affine == gbox[last.row0 : last.row0 + last.height, last.col0 : last.col0 + last.width].affine
+    assert (
+        padded[inner[0], inner[1]].affine
+        == gbox[last.row0 : last.row0 + last.height, last.col0 : last.col0 + last.width].affine
+    )
 
 
 def test_clip_to_imagery_keeps_pixel_alignment() -> None:

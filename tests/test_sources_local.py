@@ -69,8 +69,17 @@ def test_geographic_scene_is_warped_onto_utm_grid(oscd: Path) -> None:
 def test_multiband_geotiff_scene(tmp_path: Path) -> None:
     refl = textured_reflectance((32, 32))
     path = tmp_path / "T18LTM_20240110T152639_stack.tif"
-    with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=6, dtype="uint16",
-                       crs="EPSG:32718", transform=Affine(10, 0, *UTM_ORIGIN[:1], 0, -10, UTM_ORIGIN[1])) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=32,
+        height=32,
+        count=6,
+        dtype="uint16",
+        crs="EPSG:32718",
+        transform=Affine(10, 0, *UTM_ORIGIN[:1], 0, -10, UTM_ORIGIN[1]),
+    ) as ds:
         ds.write(np.round(refl * 10000).astype(np.uint16))
         for i, name in enumerate(["B2", "B03", "b4", "B08", "B11", "B12"], 1):
             ds.set_band_description(i, name)
@@ -112,7 +121,11 @@ def test_bad_scenes_fail_with_one_line(tmp_path: Path) -> None:
 
 def test_jp2_band_files_are_read(tmp_path: Path) -> None:
     data = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) % 3000) + 100
-    write_band(tmp_path / "T18LTM_20240110T152639_B02_10m.jp2", data,
-               Affine(10, 0, UTM_ORIGIN[0], 0, -10, UTM_ORIGIN[1]), driver="JP2OpenJPEG")
+    write_band(
+        tmp_path / "T18LTM_20240110T152639_B02_10m.jp2",
+        data,
+        Affine(10, 0, UTM_ORIGIN[0], 0, -10, UTM_ORIGIN[1]),
+        driver="JP2OpenJPEG",
+    )
     scene = open_scene(tmp_path)
     assert scene.assets["B02"].endswith(".jp2")

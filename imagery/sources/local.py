@@ -112,7 +112,7 @@ def open_scene(path: str | Path, *, acquired: date | None = None) -> Scene:
     if not path.exists():
         raise InputError(f"scene {path}: no such file or folder")
     if path.is_dir():
-        assets, index = _folder_assets(path), {}
+        assets, index = _folder_assets(path), dict[str, int]()
         if not assets:
             raise InputError(
                 f"scene {path}: no band files found (expected names like *_B02.tif or *_B04_10m.jp2)"

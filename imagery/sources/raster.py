@@ -22,9 +22,7 @@ def _resampling(src_res: float, dst_res: float, categorical: bool) -> Resampling
     return Resampling.average if src_res < 0.75 * dst_res else Resampling.bilinear
 
 
-def read_band(
-    href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = False
-) -> np.ndarray:
+def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = False) -> np.ndarray:
     """The raw values of `href` band `band` on `gbox`; 0 (Sentinel-2 no data) outside the scene."""
     try:
         with rasterio.Env(**GDAL_READ_ENV), rasterio.open(href) as src:
@@ -34,7 +32,7 @@ def read_band(
             src_res = _native_resolution_in(src, gbox)
             with WarpedVRT(
                 src,
-                crs=gbox.crs.to_wkt(),
+                crs=str(gbox.crs),
                 transform=gbox.affine,
                 width=gbox.shape.x,
                 height=gbox.shape.y,
@@ -61,7 +59,7 @@ def to_reflectance(dn: np.ndarray, boa_offset: float = 0.0) -> np.ndarray:
 def _native_resolution_in(src: rasterio.io.DatasetReader, gbox: GeoBox) -> float:
     """The source pixel size expressed in the grid's units (metres for UTM grids)."""
     res = abs(src.transform.a)
-    if src.crs is not None and src.crs.is_geographic and not gbox.crs.geographic:
+    if src.crs is not None and src.crs.is_geographic and gbox.crs is not None and not gbox.crs.geographic:
         res *= 111_320.0 * np.cos(np.deg2rad((src.bounds.top + src.bounds.bottom) / 2))
     return float(res)
 
