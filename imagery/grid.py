@@ -43,6 +43,15 @@ def clip_geobox(gbox: GeoBox, footprint: BaseGeometry, footprint_crs: str = "EPS
     return gbox[r0:r1, c0:c1]
 
 
+def pixel_area_m2(gbox: GeoBox) -> float:
+    """Ground area of one pixel, also for geographic (degree) grids, at the grid's centre latitude."""
+    area = abs(gbox.resolution.x * gbox.resolution.y)
+    if gbox.crs is not None and gbox.crs.geographic:
+        lat = math.radians(gbox.extent.centroid.coords[0][1])
+        area *= 111_320.0 * 110_574.0 * math.cos(lat)
+    return area
+
+
 @dataclass(frozen=True)
 class Tile:
     """One processing tile: its index, its pixel window in the run grid and the padded read grid."""

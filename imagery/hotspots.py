@@ -16,6 +16,7 @@ from shapely.geometry import shape
 from shapely.ops import unary_union
 
 from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES
+from imagery.grid import pixel_area_m2
 
 HOTSPOT_COLUMNS = [
     "id", "change_type", "change_class", "area_m2", "score_mean", "score_max", "confidence",
@@ -68,7 +69,7 @@ def extract_hotspots(
     if n == 0:
         return gpd.GeoDataFrame(columns=[*HOTSPOT_COLUMNS, "geometry"], geometry="geometry", crs=gbox.crs)
     index = np.arange(1, n + 1)
-    pixel_area = abs(gbox.resolution.x * gbox.resolution.y)
+    pixel_area = pixel_area_m2(gbox)
     counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     safe_score = np.where(np.isfinite(score), score, 0).astype(np.float32)
     mean = np.asarray(ndimage.mean(safe_score, labels, index))

@@ -14,6 +14,7 @@ from rasterio.windows import Window
 
 from imagery import __version__
 from imagery.export import CLASS_NODATA, finish_cog, write_geojson, write_json
+from imagery.grid import pixel_area_m2
 from imagery.hotspots import attribute_districts, extract_hotspots, remove_small_patches
 from imagery.pipeline import PairModel, RunPlan
 from imagery.tilestore import load_tile, tile_path
@@ -71,8 +72,7 @@ def publish(
     scratch_dir.mkdir(exist_ok=True)
     gbox = plan.grid.geobox()
     score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
-    res = abs(gbox.resolution.x)
-    min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / (res * res)))
+    min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox)))
     with rasterio.open(class_tmp, "r+") as ds:
         classes = remove_small_patches(ds.read(1), min_px)
         ds.write(classes, 1)
@@ -86,7 +86,8 @@ def publish(
         hotspots = attribute_districts(hotspots, districts, *district_fields)
     outputs = {
         "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
-                                   description=SCORE_DESCRIPTION, categorical=False, predictor="FLOATING_POINT"),
+                                   description=SCORE_DESCRIPTION, categorical=False,
+                                   predictor="FLOATING_POINT"),
         "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
                                    description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
         "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
