@@ -92,3 +92,24 @@ def test_bad_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> None:
 def test_evaluate_needs_inputs() -> None:
     result = runner.invoke(app, ["evaluate"])
     assert result.exit_code == 2 and "PREDICTED TRUTH" in result.output
+
+
+def test_coregister_recovers_a_known_shift(tmp_path: Path) -> None:
+    from scipy import ndimage
+
+    refl = textured_reflectance((256, 256), seed=3)
+    shifted = np.stack(
+        [
+            np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(b), (-0.6, 1.3))).real.astype(np.float32)
+            for b in refl
+        ]
+    )
+    ref = write_scene(tmp_path / "ref", refl)
+    tgt = write_scene(tmp_path / "tgt", shifted)
+    out = tmp_path / "co"
+    result = runner.invoke(app, ["coregister", str(ref), str(tgt), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    shift = json.loads((out / "shift.json").read_text())
+    assert abs(shift["dx_px"] - 1.3) < 0.05 and abs(shift["dy_px"] + 0.6) < 0.05
+    assert shift["n_tie_points"] >= 1 and "rmse_px" in shift
+    assert len(list(out.glob("*_B08.tif"))) == 1
