@@ -466,18 +466,25 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     return out
 
 
-def apply_min_mapping_unit(classes: np.ndarray, min_pixels: int, connectivity: int = 8) -> np.ndarray:
-    """Drop man-made patches (classes 1-3 together) smaller than ``min_pixels``, globally.
+def drop_small_patches(
+    classes: np.ndarray, group: tuple[int, ...], min_pixels: int, connectivity: int = 8
+) -> np.ndarray:
+    """Patches of the classes in `group` (taken together) smaller than ``min_pixels`` set to 0.
 
-    Uses ``rasterio.features.sieve`` on the binary man-made mask; dropped pixels become 0
-    (no change). Non-man-made classes and no data are untouched; holes are not filled.
+    Uses ``rasterio.features.sieve`` on the binary group mask; other classes and no data are
+    untouched and holes are not filled. Returns a copy.
     """
     from rasterio.features import sieve
 
     if min_pixels <= 1:
         return classes
-    man = np.isin(classes, MAN_MADE_CLASSES).astype(np.uint8)
-    kept = sieve(man, size=int(min_pixels), connectivity=connectivity)
+    member = np.isin(classes, group).astype(np.uint8)
+    kept = sieve(member, size=int(min_pixels), connectivity=connectivity)
     out = classes.copy()
-    out[(man == 1) & (kept == 0)] = NO_CHANGE
+    out[(member == 1) & (kept == 0)] = NO_CHANGE
     return out
+
+
+def apply_min_mapping_unit(classes: np.ndarray, min_pixels: int, connectivity: int = 8) -> np.ndarray:
+    """Drop man-made patches (classes 1-3 together) smaller than ``min_pixels``, globally."""
+    return drop_small_patches(classes, MAN_MADE_CLASSES, min_pixels, connectivity)

@@ -15,6 +15,7 @@ from scipy import ndimage
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
+from imagery.change import drop_small_patches
 from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES
 from imagery.grid import pixel_area_m2
 
@@ -30,17 +31,8 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 def remove_small_patches(classes: np.ndarray, min_pixels: int) -> np.ndarray:
     """Set change patches smaller than `min_pixels` (8-connected, man-made and natural groups
     sieved separately) to 0, in place; returns `classes`."""
-    if min_pixels <= 1:
-        return classes
     for group in (MAN_MADE_CLASSES, (4, 5, 6)):
-        mask = np.isin(classes, group)
-        labels, n = ndimage.label(mask, structure=_EIGHT)
-        if n == 0:
-            continue
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_pixels
-        small[0] = False
-        classes[small[labels]] = 0
+        classes[...] = drop_small_patches(classes, group, min_pixels)
     return classes
 
 
