@@ -116,7 +116,8 @@ def nightly(params: NightlyParams) -> str:
     tiles_task(plan, model, params, tile_dir)
     published = publish_task(plan, model, params, tile_dir)
     shutil.rmtree(tile_dir.parent, ignore_errors=True)
-    shift = model.shift
+    shift = model.shift.global_model
+    local = sum(t.source == "local" for t in model.shift.tiles)
     create_markdown_artifact(
         key="vigia-nightly-summary",
         markdown=(
@@ -124,7 +125,8 @@ def nightly(params: NightlyParams) -> str:
             f"- before: {', '.join(s.id for s in plan.before)}\n"
             f"- after: {', '.join(s.id for s in plan.after)}\n"
             f"- co-registration: dx {shift.dx_px:+.2f} px, dy {shift.dy_px:+.2f} px "
-            f"({shift.n_tie_points} tie points, {shift.method})\n"
+            f"({shift.n_tie_points} tie points, {shift.method}, rmse {shift.rmse_px:.2f} px; "
+            f"{local}/{len(model.shift.tiles)} tiles corrected locally)\n"
             f"- published: `{published}`\n"
         ),
         description="Vigía nightly run summary",

@@ -32,7 +32,13 @@ class CoregParams(BaseModel):
     window_px: int = Field(256, ge=32, le=2048, description="Tie-point matching window size.")
     grid_step_px: int = Field(200, ge=16, description="Spacing of the tie-point grid.")
     max_shift_px: float = Field(5.0, gt=0, description="Shifts larger than this are rejected.")
-    min_tie_points: int = Field(5, ge=1, description="Fewer valid tie points: global fallback.")
+    min_tie_points: int = Field(
+        5, ge=1, description="Fewer reliable tie points (in the run, or in a tile): global fallback."
+    )
+    per_tile: bool = Field(True, description="Correct the global model tile by tile where significant.")
+    min_local_effect_px: float = Field(
+        0.05, ge=0, description="Smallest per-tile correction applied (px); smaller ones are noise."
+    )
 
 
 class ChangeParams(BaseModel):

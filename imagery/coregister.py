@@ -545,15 +545,52 @@ def _taps(s: float, origin: int, size: int, order: int, idx: np.ndarray, w: np.n
     return True
 
 
+@numba.njit(cache=True)
+def _knot(x: float, knots: np.ndarray) -> tuple[int, float]:
+    """Left knot index and weight of the right knot for x, clamped to the knot range."""
+    n = knots.size
+    if n == 1 or x <= knots[0]:
+        return 0, 0.0
+    if x >= knots[n - 1]:
+        return n - 2, 1.0
+    k = int(np.searchsorted(knots, x, side="right")) - 1
+    return k, (x - knots[k]) / (knots[k + 1] - knots[k])
+
+
+@numba.njit(cache=True)
+def _bilinear(grid: np.ndarray, kr: int, tr: float, kc: int, tc: float) -> float:
+    """Bilinear interpolation in a knot grid at (kr + tr, kc + tc); degenerate axes have size 1."""
+    r1 = min(kr + 1, grid.shape[0] - 1)
+    c1 = min(kc + 1, grid.shape[1] - 1)
+    top = grid[kr, kc] * (1.0 - tc) + grid[kr, c1] * tc
+    bottom = grid[r1, kc] * (1.0 - tc) + grid[r1, c1] * tc
+    return top * (1.0 - tr) + bottom * tr
+
+
 @numba.njit(parallel=True, cache=True)
 def _warp(
-    src: np.ndarray, out: np.ndarray, r0: int, c0: int, coef: np.ndarray, affine: bool, order: int
+    src: np.ndarray,
+    out: np.ndarray,
+    r0: int,
+    c0: int,
+    coef: np.ndarray,
+    affine: bool,
+    order: int,
+    knot_rows: np.ndarray,
+    knot_cols: np.ndarray,
+    knot_dx: np.ndarray,
+    knot_dy: np.ndarray,
 ) -> None:
-    """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN."""
+    """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN.
+
+    (dx, dy) = the translation/affine model in `coef` plus the bilinear interpolation of the knot
+    grid corrections (clamped at the outermost knots; a 1 x 1 grid of zeros adds nothing).
+    """
     nb, h, w = src.shape
     dx0, dy0, rc, cc = coef[0], coef[1], coef[2], coef[3]
     gxr, gxc, gyr, gyc = coef[4], coef[5], coef[6], coef[7]
     rmin, rmax, cmin, cmax = coef[8], coef[9], coef[10], coef[11]
+    has_knots = knot_dx.size > 1 or knot_dx[0, 0] != 0.0 or knot_dy[0, 0] != 0.0
     for i in numba.prange(h):
         iy = np.empty((w, 4), np.int64)
         ix = np.empty((w, 4), np.int64)
@@ -566,6 +603,7 @@ def _warp(
         vx = np.empty(4)
         gr = float(i + r0)
         dr = min(max(gr, rmin), rmax) - rc
+        kr, tr = _knot(gr, knot_rows)
         for j in range(w):
             gc = float(j + c0)
             dx = dx0
@@ -574,6 +612,10 @@ def _warp(
                 dcol = min(max(gc, cmin), cmax) - cc
                 dx += gxr * dr + gxc * dcol
                 dy += gyr * dr + gyc * dcol
+            if has_knots:
+                kc, tc = _knot(gc, knot_cols)
+                dx += _bilinear(knot_dx, kr, tr, kc, tc)
+                dy += _bilinear(knot_dy, kr, tr, kc, tc)
             ok[j] = _taps(gr + dy, r0, h, order, ty, vy) and _taps(gc + dx, c0, w, order, tx, vx)
             for k in range(4):
                 iy[j, k] = ty[k]
@@ -595,14 +637,53 @@ def _warp(
                 out[b, i, j] = acc
 
 
+@dataclass(frozen=True)
+class KnotGrid:
+    """Shift corrections (px) on a rectilinear grid of knots, interpolated bilinearly between them."""
+
+    rows: npt.NDArray[np.float64]  # (ny,) increasing global row coordinates
+    cols: npt.NDArray[np.float64]  # (nx,) increasing global column coordinates
+    dx: npt.NDArray[np.float64]  # (ny, nx)
+    dy: npt.NDArray[np.float64]  # (ny, nx)
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(dx, dy) corrections at global pixel coordinates (numpy twin of the kernel's lookup)."""
+        kr, tr = _knot_indices(np.asarray(rows, dtype=np.float64), self.rows)
+        kc, tc = _knot_indices(np.asarray(cols, dtype=np.float64), self.cols)
+        kr, tr, kc, tc = np.broadcast_arrays(kr, tr, kc, tc)
+        r1 = np.minimum(kr + 1, self.dx.shape[0] - 1)
+        c1 = np.minimum(kc + 1, self.dx.shape[1] - 1)
+
+        def interp(g: np.ndarray) -> np.ndarray:
+            top = g[kr, kc] * (1 - tc) + g[kr, c1] * tc
+            return np.asarray(top * (1 - tr) + (g[r1, kc] * (1 - tc) + g[r1, c1] * tc) * tr)
+
+        return interp(self.dx), interp(self.dy)
+
+
+def _knot_indices(x: np.ndarray, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `_knot`: left knot index and right-knot weight, clamped to the knot range."""
+    if knots.size == 1:
+        return np.zeros(x.shape, np.int64), np.zeros(x.shape)
+    k = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, knots.size - 2)
+    t = np.clip((x - knots[k]) / (knots[k + 1] - knots[k]), 0.0, 1.0)
+    return k, t
+
+
+NO_KNOTS = KnotGrid(np.zeros(1), np.zeros(1), np.zeros((1, 1)), np.zeros((1, 1)))
+
+
 def apply_shift(
     bands: np.ndarray,
     model: ShiftModel,
     *,
     origin: tuple[int, int] = (0, 0),
     order: Literal[1, 3] = 3,
+    knots: KnotGrid = NO_KNOTS,
 ) -> np.ndarray:
     """Resample a target window (..., H, W) onto the reference grid: out(p) = target(p + shift(p)).
+
+    shift(p) = model.shift_at(p) + knots.at(p) (a per-tile correction field, zero by default).
 
     Weights depend only on global coordinates, so adjacent windows agree with their union away
     from the edges; NaN where the source falls outside the window or touches a NaN. order: 1
@@ -619,5 +700,6 @@ def apply_shift(
         [model.dx_px, model.dy_px, *model.centre, *model.gradient, *model.extent], dtype=np.float64
     )
     affine = model.method == "local-affine"
-    _warp(src, out, int(origin[0]), int(origin[1]), coef, affine, int(order))
+    grid = [np.ascontiguousarray(a, dtype=np.float64) for a in (knots.rows, knots.cols, knots.dx, knots.dy)]
+    _warp(src, out, int(origin[0]), int(origin[1]), coef, affine, int(order), *grid)
     return out.reshape(arr.shape)

@@ -7,6 +7,7 @@ benchmarks all reach the pixels through it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -28,6 +29,7 @@ from imagery.errors import InputError
 from imagery.grid import Tile, clip_geobox, run_geobox, tiles
 from imagery.masking import valid_mask
 from imagery.sentinel2 import CHANGE_BANDS
+from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
 from imagery.sources.local import require_bands
 
@@ -98,7 +100,7 @@ class RunPlan(BaseModel):
 class PairModel(BaseModel):
     """What is fitted once per before/after pair and applied identically to every tile."""
 
-    shift: coregister.ShiftModel
+    shift: ShiftField
     normalization: normalize.Normalization
     change: change.ChangeModel
 
@@ -170,20 +172,24 @@ def _fmt_bounds(geom: object) -> str:
 
 
 def read_composite(
-    source: SceneSource, scenes: Sequence[Scene], gbox: GeoBox, settings: Settings
+    source: SceneSource,
+    scenes: Sequence[Scene],
+    gbox: GeoBox,
+    settings: Settings,
+    bands: Sequence[str] = CHANGE_BANDS,
 ) -> Composite:
-    """Read, mask and composite one period's scenes on `gbox` (one window of the grid)."""
+    """Read, mask and composite one period's `bands` on `gbox` (one window of the grid)."""
     by_day: dict[date, list[np.ndarray]] = {}
     for scene in scenes:
-        wanted = [*CHANGE_BANDS, "SCL"] if scene.has_scl else list(CHANGE_BANDS)
+        wanted = [*bands, "SCL"] if scene.has_scl else list(bands)
         data = source.read(scene, wanted, gbox)
-        spectral = np.stack([data[b] for b in CHANGE_BANDS])
+        spectral = np.stack([data[b] for b in bands])
         valid = valid_mask(spectral, data.get("SCL"), settings.mask)
         spectral[:, ~valid] = np.nan
         by_day.setdefault(scene.acquired, []).append(spectral)
     looks = [merge_same_day(day) for day in by_day.values()]
-    bands, count = median_composite(looks)
-    return Composite(bands=bands, valid_looks=count)
+    stack, count = median_composite(looks)
+    return Composite(bands=stack, valid_looks=count)
 
 
 def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:
@@ -205,27 +211,60 @@ def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tupl
     return b, a
 
 
+def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoints:
+    """Match the NIR composites of both periods on a grid of windows inside one tile."""
+    padded, origin, inner = tile.padded(plan.grid.geobox(), plan.halo)
+    before = read_composite(source, plan.before, padded, plan.settings, bands=("B08",))
+    after = read_composite(source, plan.after, padded, plan.settings, bands=("B08",))
+    points = coregister.match_windows(
+        before.bands[0], after.bands[0], plan.settings.coregistration, origin=origin
+    )
+    r0, c0 = tile.row0, tile.col0
+    inside = (points.rows >= r0) & (points.rows < r0 + tile.height)
+    inside &= (points.cols >= c0) & (points.cols < c0 + tile.width)
+    kept = coregister.TiePoints(
+        *(getattr(points, f)[inside] for f in coregister.TiePoints.__dataclass_fields__)
+    )
+    centre = (r0 + (tile.height - 1) / 2.0, c0 + (tile.width - 1) / 2.0)
+    return TilePoints(tile.name, (tile.row, tile.col), centre, kept)
+
+
+def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
+    """Tie points of every tile, in threads (one tile's NIR composites in memory per thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = plan.settings.workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda t: tile_tie_points(plan, source, t), plan.tiles()))
+
+
 def fit_pair(plan: RunPlan, source: SceneSource) -> PairModel:
-    """Fit co-registration, radiometric normalisation and the change model once for the pair."""
+    """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
+    model once for the pair."""
     gbox, origin = _fit_window(plan.grid.geobox())
     before = read_composite(source, plan.before, gbox, plan.settings)
     after = read_composite(source, plan.after, gbox, plan.settings)
     if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
-    if params.coregistration.enabled:
-        shift = coregister.estimate_shift(
-            before.bands[COREG_BAND], after.bands[COREG_BAND], params.coregistration, origin=origin
-        )
-        aligned = coregister.apply_shift(after.bands, shift, origin=origin)
-    else:
-        shift, aligned = coregister.ShiftModel(), after.bands
+    coreg = params.coregistration
+    field, aligned = ShiftField(), after.bands
+    if coreg.enabled:
+        points = tie_points_by_tile(plan, source)
+        field = fit_shift_field(points, coreg)
+        if field.global_model.method == "none":
+            # Too few tie points in the whole run: one large window on the central composite.
+            central = coregister.estimate_shift(
+                before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
+            )
+            field = fit_shift_field(points, coreg, fallback=central)
+        aligned = field.apply(after.bands, origin)
     b, a = _sample_pixels(before.bands, aligned)
     if b.shape[-1] == 0:
         raise InputError("no valid pixels common to the before and after scenes after co-registration")
     norm = normalize.fit_normalization(b, a)
     model = change.fit_change_model(before.bands, normalize.apply_normalization(aligned, norm), params.change)
-    return PairModel(shift=shift, normalization=norm, change=model)
+    return PairModel(shift=field, normalization=norm, change=model)
 
 
 def process_tile(
@@ -240,11 +279,7 @@ def process_tile(
     Pure: arrays in, arrays out. `origin` is the window's (row, col) in the run grid, so the
     fitted shift field is applied exactly as on the whole scene.
     """
-    aligned = (
-        coregister.apply_shift(after.bands, model.shift, origin=origin)
-        if settings.coregistration.enabled
-        else after.bands
-    )
+    aligned = model.shift.apply(after.bands, origin) if settings.coregistration.enabled else after.bands
     after_n = normalize.apply_normalization(aligned, model.normalization)
     score = change.change_score(before.bands, after_n, model.change, settings.change)
     classes = change.change_classes(before.bands, after_n, score, model.change, settings.change)

@@ -131,10 +131,20 @@ def run_metadata(
         },  # fmt: skip
         "cloud_mask_applied": plan.cloud_masked,
         "notes": plan.notes(),
-        "coregistration": model.shift.model_dump(mode="json"),
+        "coregistration": {
+            "summary": model.shift.quality(_pixel_size_m(plan)),
+            **model.shift.model_dump(mode="json"),
+        },
         "normalization": model.normalization.model_dump(mode="json"),
         "coverage": coverage,
         "class_pixels": {str(i): int(c) for i, c in enumerate(class_counts)},
         "hotspots": n_hotspots,
         "settings": settings,
     }
+
+
+def _pixel_size_m(plan: RunPlan) -> float | None:
+    """Grid pixel size in metres, or None on a geographic grid."""
+    from pyproj import CRS
+
+    return abs(plan.grid.affine[0]) if CRS.from_user_input(plan.grid.crs).is_projected else None

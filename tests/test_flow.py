@@ -31,9 +31,15 @@ def test_nightly_flow_publishes_demo_run(demo_data: Path, demo_run: tuple[Path, 
     meta = json.loads((published / "run.json").read_text())
     assert [s["boa_offset"] for s in meta["scenes"]["after"]] == [-1000.0, -1000.0]
     assert [s["boa_offset"] for s in meta["scenes"]["before"]] == [0.0, 0.0]
-    shift = meta["coregistration"]
+    coreg = meta["coregistration"]
+    shift = coreg["summary"]
     assert abs(shift["dx_px"] - demo.AFTER_SHIFT_PX[0]) < 0.05
     assert abs(shift["dy_px"] - demo.AFTER_SHIFT_PX[1]) < 0.05
+    assert abs(shift["dx_m"] - 10 * demo.AFTER_SHIFT_PX[0]) < 0.5
+    # Every tile was matched; the demo shift is uniform, so no tile deviates from the global model.
+    assert len(coreg["tiles"]) == shift["tiles_local"] + shift["tiles_global_fallback"] >= 4
+    assert shift["max_local_correction_px"] < 0.05
+    assert all(t["n_windows"] > 0 for t in coreg["tiles"])
     scores = evaluate(published / "change_class.tif", demo_data / "truth.tif")
     assert scores.recall > 0.8
 
