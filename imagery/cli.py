@@ -130,18 +130,20 @@ def coregister(
     config: ConfigOpt = None,
 ) -> None:
     """Co-register TARGET onto REFERENCE's 10 m grid: writes the registered bands (GeoTIFF) and
-    shift.json (dx_px, dy_px: target relative to reference, +x east, +y south)."""
+    shift.json (dx_px, dy_px: target relative to reference, +x east, +y south; dx_m, dy_m: +y north)."""
     from imagery import coregister as coreg
     from imagery.config import load_settings
     from imagery.export import atomic_path, write_json
-    from imagery.sources.local import open_scene, read_scene_bands
+    from imagery.sources.local import open_scene, read_scene_bands, require_bands
 
     settings = load_settings(config)
     ref, tgt = open_scene(reference), open_scene(target)
     import rasterio
     from odc.geo.geobox import GeoBox
 
-    with rasterio.open(ref.assets.get("B08") or ref.assets["B02"]) as src:
+    require_bands(ref, ["B08"])
+    require_bands(tgt, ["B08"])
+    with rasterio.open(ref.assets["B08"]) as src:
         gbox = GeoBox.from_rio(src)
     bands = [b for b in tgt.assets if b != "SCL"]
     ref_nir = read_scene_bands(ref, ["B08"], gbox)["B08"]
@@ -158,7 +160,8 @@ def coregister(
             ds.write(pixels, 1)
             ds.set_band_description(1, f"{band} reflectance")
     res = abs(gbox.resolution.x)
-    info = model.model_dump(mode="json") | {"dx_m": model.dx_px * res, "dy_m": model.dy_px * res}
+    # Metres on the map: +x east, +y north (pixels count rows southwards).
+    info = model.model_dump(mode="json") | {"dx_m": model.dx_px * res, "dy_m": -model.dy_px * res}
     write_json(info, out / "shift.json")
     typer.echo(
         f"shift dx {model.dx_px:+.3f} px, dy {model.dy_px:+.3f} px "

@@ -112,4 +112,15 @@ def test_coregister_recovers_a_known_shift(tmp_path: Path) -> None:
     shift = json.loads((out / "shift.json").read_text())
     assert abs(shift["dx_px"] - 1.3) < 0.05 and abs(shift["dy_px"] + 0.6) < 0.05
     assert shift["n_tie_points"] >= 1 and "rmse_px" in shift
+    assert abs(shift["dx_m"] - 13.0) < 0.5 and abs(shift["dy_m"] - 6.0) < 0.5  # metres: +y north
     assert len(list(out.glob("*_B08.tif"))) == 1
+
+
+def test_coregister_without_nir_says_which_band_is_missing(tmp_path: Path) -> None:
+    refl = textured_reflectance((64, 64), seed=4)
+    ref = write_scene(tmp_path / "ref", refl)
+    tgt = write_scene(tmp_path / "tgt", refl, skip=("B08",))
+    result = runner.invoke(app, ["coregister", str(ref), str(tgt), "--out", str(tmp_path / "co")])
+    assert result.exit_code == 2
+    assert "missing band(s) B08" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "co").exists()
