@@ -2,7 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-APT_TEST_PACKAGES :=
+# Real QGIS for tests/test_layers_qgis.py (runs under Debian's /usr/bin/python3).
+APT_TEST_PACKAGES := python3-qgis qgis-providers
 
 .PHONY: demo test install install-test system-deps lint typecheck clean
 
@@ -22,7 +23,7 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-## Debian packages the tests need (none yet beyond the Python wheels).
+## Debian packages the tests need (APT_TEST_PACKAGES), installed when missing.
 system-deps:
 	@if [ -n "$(APT_TEST_PACKAGES)" ]; then \
 	  missing=$$(for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

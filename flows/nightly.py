@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from imagery.aoi import load_aoi
 from imagery.config import Settings, load_settings
+from imagery.districts import configured_districts
 from imagery.errors import InputError
 from imagery.execute import run_tiles
 from imagery.pipeline import PairModel, RunPlan, fit_pair, plan_run
@@ -37,6 +38,9 @@ class NightlyParams(BaseModel):
     output_root: str = Field("output", description="Runs are published under OUTPUT/<aoi>/<date>.")
     dask_address: str | None = Field(None, description="tcp://host:8786 of a Dask scheduler.")
     config_file: str | None = Field(None, description="TOML settings file.")
+    districts: str | None = Field(
+        None, description="District polygons for hotspot attribution (default: layers.districts_file)."
+    )
 
     def periods(self) -> tuple[tuple[date, date], tuple[date, date]]:
         """(before, after) date windows, inclusive."""
@@ -97,8 +101,11 @@ def tiles_task(plan: RunPlan, model: PairModel, params: NightlyParams, tile_dir:
 def publish_task(plan: RunPlan, model: PairModel, params: NightlyParams, tile_dir: Path) -> str:
     """Write the layers into a staging folder, then swap it into place and repoint `latest`."""
     final = run_dir(Path(params.output_root), plan.aoi_name, _run_date(params))
+    districts = configured_districts(
+        plan.settings.layers, Path(params.districts) if params.districts else None
+    )
     with staging(final) as tmp:
-        publish(plan, model, tile_dir, tmp)
+        publish(plan, model, tile_dir, tmp, districts=districts)
     point_latest(final)
     return str(final)
 

@@ -58,24 +58,6 @@ def main(
         raise typer.Exit(0)
 
 
-def _load_districts(path: Path | None) -> Any:
-    if path is None:
-        return None
-    import geopandas as gpd
-
-    from imagery.errors import InputError
-
-    if not path.exists():
-        raise InputError(f"--districts {path}: no such file")
-    try:
-        frame = gpd.read_file(path)
-    except Exception:
-        raise InputError(f"--districts {path}: not a readable vector layer") from None
-    if frame.crs is None or frame.empty:
-        raise InputError(f"--districts {path}: expected polygons with a CRS")
-    return frame
-
-
 @app.command()
 @one_line_errors
 def detect(
@@ -87,7 +69,12 @@ def detect(
         typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file."),
     ] = None,
     districts: Annotated[
-        Path | None, typer.Option("--districts", help="District polygons (NOMBDIST/IDDIST fields).")
+        Path | None,
+        typer.Option(
+            "--districts",
+            help="District polygons, any vector format (name: NOMBDIST/DISTRITO/..., code: IDDIST/UBIGEO/...;"
+            " default: layers.districts_file setting).",
+        ),
     ] = None,
     dask_address: Annotated[
         str | None, typer.Option("--dask-address", help="tcp://host:8786 of a Dask scheduler.")
@@ -98,13 +85,14 @@ def detect(
     hotspots.geojson and run.json into OUT."""
     from imagery.aoi import load_aoi
     from imagery.config import load_settings
+    from imagery.districts import configured_districts
     from imagery.execute import detect as run_detect
     from imagery.pipeline import plan_run
     from imagery.sources.local import LocalSource, open_scene
 
     settings = load_settings(config, dask_address=dask_address)
     plan = plan_run(load_aoi(aoi) if aoi else None, [open_scene(before)], [open_scene(after)], settings)
-    district_frame = _load_districts(districts)
+    district_frame = configured_districts(settings.layers, districts)
     existed = out.exists()
     try:
         outputs = run_detect(

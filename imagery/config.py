@@ -55,6 +55,21 @@ class ChangeParams(BaseModel):
     )
 
 
+class LayerParams(BaseModel):
+    """Vector layers for planners: district attribution and the patrol priority grid."""
+
+    districts_file: Path | None = Field(
+        None, description="District polygons (any vector format); none: hotspots get no district."
+    )
+    district_name_field: str | None = Field(
+        None, description="District name attribute (default: first of NOMBDIST, DISTRITO, NOMBRE, name)."
+    )
+    district_code_field: str | None = Field(
+        None, description="District code (UBIGEO) attribute (default: first of IDDIST, UBIGEO, CODIGO)."
+    )
+    grid_cell_m: float = Field(500.0, ge=50, le=20_000, description="Priority grid square edge, metres.")
+
+
 class Settings(BaseSettings):
     """Everything a run needs that is not a scene: grid, masking, detection, paths, credentials."""
 
@@ -68,6 +83,7 @@ class Settings(BaseSettings):
     mask: MaskParams = MaskParams()
     coregistration: CoregParams = CoregParams()
     change: ChangeParams = ChangeParams()
+    layers: LayerParams = LayerParams()
     output_root: Path = Field(Path("output"), description="Where runs are published.")
     cache_dir: Path = Field(Path(".cache/vigia"), description="Downloaded tiles/bands cache.")
     dask_address: str | None = Field(None, description="tcp://host:8786 of an existing cluster.")

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from rasterio.shutil import copy as rio_copy
 
 #: change_class.tif codes, names and colours (RGBA) shown in QGIS and the report.
 CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
-    0: ("no change", (0, 0, 0, 0)),
+    0: ("no change", (255, 255, 255, 0)),  # white where a viewer ignores alpha (TIFF palettes do)
     1: ("new construction / built-up gain", (228, 26, 28, 255)),
     2: ("soil disturbance / land clearing", (255, 127, 0, 255)),
     3: ("demolition / built-up loss", (152, 78, 163, 255)),
@@ -43,7 +43,8 @@ COG_OPTIONS = {
 def atomic_path(final: Path) -> Iterator[Path]:
     """A temporary path beside `final`, renamed onto it only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    # The temporary name keeps the extension: drivers (GPKG) check it.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
@@ -102,6 +103,56 @@ def write_geojson(frame: Any, final: Path) -> Path:
     out = frame.to_crs(4326)
     with atomic_path(final) as tmp:
         out.to_file(tmp, driver="GeoJSON", RFC7946="YES", WRITE_NAME="NO")
+    return final
+
+
+def write_gpkg(layers: Mapping[str, Any], final: Path, styles: Mapping[str, str] | None = None) -> Path:
+    """Write polygon GeoDataFrames as layers of one GeoPackage (MultiPolygon, each in its own CRS),
+    with QGIS default styles (`styles`: layer -> QML) in its layer_styles table; atomically."""
+    with atomic_path(final) as tmp:
+        for name, frame in layers.items():
+            frame.to_file(
+                tmp, layer=name, driver="GPKG", promote_to_multi=True, geometry_type="MultiPolygon",
+                SPATIAL_INDEX="YES", VERSION="1.2",
+            )  # fmt: skip
+        if styles:
+            store_gpkg_styles(tmp, {k: v for k, v in styles.items() if k in layers})
+    return final
+
+
+def store_gpkg_styles(gpkg: Path, styles: Mapping[str, str]) -> None:
+    """QGIS's layer_styles table: a style marked useAsDefault loads with the layer in QGIS."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(gpkg)) as db, db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
+            "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
+            "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME "
+            "DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+        )
+        for layer, qml in styles.items():
+            (geom_col,) = db.execute(
+                "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
+                "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, owner) "
+                "VALUES ('', '', ?, ?, ?, ?, '', 1, 'Vigía default style', 'vigia')",
+                (layer, geom_col, layer, qml),
+            )
+        # Register the table as a plain attribute table, as GDAL and QGIS do.
+        db.execute(
+            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier) "
+            "VALUES ('layer_styles', 'attributes', 'layer_styles')"
+        )
+
+
+def write_text(text: str, final: Path) -> Path:
+    """Write a text file (style, project, report) atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return final
 
 

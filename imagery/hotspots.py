@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 import geopandas as gpd
@@ -20,12 +20,16 @@ from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES
 from imagery.grid import pixel_area_m2
 
 HOTSPOT_COLUMNS = [
-    "id", "change_type", "change_class", "area_m2", "score_mean", "score_max", "confidence",
+    "id", "change_type", "area_m2", "score_mean", "score_max", "confidence",
     "centroid_lon", "centroid_lat", "district", "ubigeo", "before_date", "after_date",
     "first_seen", "last_seen", "status", "priority",
 ]  # fmt: skip
 
 _EIGHT = np.ones((3, 3), dtype=bool)
+
+#: What earlier runs saw: hotspot id -> (first_seen, last_seen). Supplied by the run ledger; without
+#: one every hotspot is new (first_seen = last_seen = this run's after date).
+SeenBefore = Mapping[str, tuple[date, date]]
 
 
 def remove_small_patches(classes: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -101,6 +105,31 @@ def extract_hotspots(
     return rank(frame)[[*HOTSPOT_COLUMNS, "geometry"]]
 
 
+def mark_history(frame: gpd.GeoDataFrame, seen: SeenBefore | None) -> gpd.GeoDataFrame:
+    """Set first_seen, last_seen and status (new / recurring) from what earlier runs saw.
+
+    This run's sighting is its after date; a hotspot seen before keeps its earliest date and
+    becomes "recurring" (a backfill of an older date can move first_seen earlier)."""
+    out = frame.copy()
+    if out.empty or not seen:
+        return out
+    dates = out["after_date"]
+    first, last, status = [], [], []
+    for hid, now in zip(out["id"], dates, strict=True):
+        earlier = seen.get(hid)
+        if earlier is None:
+            first.append(now)
+            last.append(now)
+            status.append("new")
+            continue
+        candidates = [d.isoformat() for d in earlier] + ([now] if now else [])
+        first.append(min(candidates))
+        last.append(max(candidates))
+        status.append("recurring")
+    out["first_seen"], out["last_seen"], out["status"] = first, last, status
+    return out
+
+
 def rank(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Priority 1 = the patch a patrol should visit first: largest area x mean score."""
     weight = frame["area_m2"] * frame["score_mean"]
@@ -111,21 +140,28 @@ def rank(frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def attribute_districts(
-    hotspots: gpd.GeoDataFrame, districts: gpd.GeoDataFrame, name_field: str, code_field: str | None
+    hotspots: gpd.GeoDataFrame,
+    districts: gpd.GeoDataFrame,
+    name_field: str = "district",
+    code_field: str | None = "ubigeo",
+    *,
+    key: str = "id",
 ) -> gpd.GeoDataFrame:
-    """Give each hotspot the district holding most of its area."""
+    """Give each polygon (hotspot or grid cell, identified by `key`) the district holding most of
+    its area, as `district` and `ubigeo`."""
     if hotspots.empty:
         return hotspots
     dist = districts.to_crs(hotspots.crs)[[name_field, *([code_field] if code_field else []), "geometry"]]
-    parts = gpd.overlay(hotspots[["id", "geometry"]], dist, how="intersection", keep_geom_type=True)
+    dist = dist.rename(columns={name_field: "_name", **({code_field: "_code"} if code_field else {})})
+    parts = gpd.overlay(hotspots[[key, "geometry"]], dist, how="intersection", keep_geom_type=True)
     if parts.empty:
         return hotspots
     parts["_area"] = parts.geometry.area
-    best = parts.sort_values("_area", ascending=False).drop_duplicates("id").set_index("id")
+    best = parts.sort_values("_area", ascending=False).drop_duplicates(key).set_index(key)
     out = hotspots.copy()
-    out["district"] = out["id"].map(best[name_field]).astype(object)
+    out["district"] = out[key].map(best["_name"]).astype(object)
     if code_field:
-        out["ubigeo"] = out["id"].map(best[code_field]).astype(object)
+        out["ubigeo"] = out[key].map(best["_code"]).astype(object)
     return out.where(pd.notna(out), None)
 
 

@@ -10,13 +10,24 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import rasterio
+from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from imagery import __version__
-from imagery.export import CLASS_NODATA, finish_cog, write_geojson, write_json
+from imagery.districts import district_summary
+from imagery.export import CLASS_NODATA, finish_cog, write_json
 from imagery.grid import pixel_area_m2
-from imagery.hotspots import attribute_districts, extract_hotspots, remove_small_patches
+from imagery.hotspots import (
+    SeenBefore,
+    attribute_districts,
+    extract_hotspots,
+    mark_history,
+    remove_small_patches,
+)
+from imagery.layers import write_vector_layers
 from imagery.pipeline import PairModel, RunPlan
+from imagery.priority_grid import priority_grid
+from imagery.report import write_report
 from imagery.tilestore import load_tile, tile_path
 
 SCORE_DESCRIPTION = "change_score (0 no change .. 1 certain change)"
@@ -64,9 +75,14 @@ def publish(
     out_dir: Path,
     *,
     districts: gpd.GeoDataFrame | None = None,
-    district_fields: tuple[str, str | None] = ("NOMBDIST", "IDDIST"),
+    seen: SeenBefore | None = None,
 ) -> dict[str, Path]:
-    """Write change_score.tif, change_class.tif, hotspots.geojson and run.json into `out_dir`."""
+    """Write the run's layers into `out_dir`: change_score.tif, change_class.tif, hotspots.geojson,
+    priority_grid.geojson, vigia.gpkg, QGIS styles and project, and run.json.
+
+    `districts`: boundaries as from `imagery.districts.load_districts` (district, ubigeo).
+    `seen`: what earlier runs saw (hotspot id -> first/last seen), from the run ledger; without
+    it every hotspot is "new"."""
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = out_dir / ".scratch"
     scratch_dir.mkdir(exist_ok=True)
@@ -81,20 +97,33 @@ def publish(
     before_date = max(s.acquired for s in plan.before)
     after_date = max(s.acquired for s in plan.after)
     hotspots = extract_hotspots(classes, score, gbox, before_date=before_date, after_date=after_date)
+    hotspots = mark_history(hotspots, seen)
+    grid = priority_grid(classes, score, gbox, hotspots, cell_m=plan.settings.layers.grid_cell_m)
     del score
+    summary = None
     if districts is not None:
-        hotspots = attribute_districts(hotspots, districts, *district_fields)
+        hotspots = attribute_districts(hotspots, districts)
+        grid = attribute_districts(grid, districts, key="cell_id")
+        summary = district_summary(districts, hotspots, gbox.extent.geom, gbox.crs)
     outputs = {
         "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
                                    description=SCORE_DESCRIPTION, categorical=False,
                                    predictor="FLOATING_POINT"),
         "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
                                    description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
-        "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
     }  # fmt: skip
+    outputs |= write_vector_layers(
+        out_dir, run_crs=str(gbox.crs), run_extent=_bounds(gbox), hotspots=hotspots,
+        priority_grid=grid, districts=summary, score_threshold=plan.settings.change.score_threshold,
+        title=f"Vigía {plan.aoi_name} {after_date.isoformat()}",
+    )  # fmt: skip
     counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
     metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
+    if districts is not None:
+        metadata["districts"] = {k: districts.attrs.get(k) for k in ("source", "skipped_without_geometry")}
+    metadata["layers"] = sorted(p.name for p in outputs.values())
     outputs["run"] = write_json(metadata, out_dir / "run.json")
+    outputs["report"] = write_report(out_dir, metadata, hotspots, summary)
     for leftover in scratch_dir.iterdir():
         leftover.unlink()
     scratch_dir.rmdir()
@@ -141,6 +170,12 @@ def run_metadata(
         "hotspots": n_hotspots,
         "settings": settings,
     }
+
+
+def _bounds(gbox: GeoBox) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of the run grid."""
+    b = gbox.boundingbox
+    return (b.left, b.bottom, b.right, b.top)
 
 
 def _pixel_size_m(plan: RunPlan) -> float | None:

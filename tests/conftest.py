@@ -1,4 +1,4 @@
-"""Shared fixtures: real data location, tiny written scenes, the demo data set."""
+"""Shared fixtures: real data location, tiny written scenes, the demo data set, one demo run."""
 
 from __future__ import annotations
 
@@ -42,3 +42,21 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cached = os.environ.get("VIGIA_TEST_DEMO_DATA")
     folder = Path(cached) if cached else tmp_path_factory.mktemp("demo")
     return demo.generate(folder)
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The nightly flow run once per session on the demo data in Prefect's test harness, with the
+    Lima/Callao districts when the shared data is present: (output root, run folder)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import NightlyParams, nightly
+
+    districts = PERU / "lima_callao_districts.geojson"
+    root = tmp_path_factory.mktemp("runs")
+    params = NightlyParams(
+        local_root=str(demo_data / "scenes"), run_date=demo.RUN_DATE, output_root=str(root),
+        districts=str(districts) if districts.exists() else None,
+    )  # fmt: skip
+    with prefect_test_harness():
+        return root, Path(nightly(params))

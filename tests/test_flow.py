@@ -4,22 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
-from flows.nightly import NightlyParams, nightly
 from imagery import demo
 from imagery.evaluate import evaluate
-
-
-@pytest.fixture(scope="module")
-def demo_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The nightly flow run once on the demo data in Prefect's test harness: (output root, run)."""
-    root = tmp_path_factory.mktemp("runs")
-    params = NightlyParams(
-        local_root=str(demo_data / "scenes"), run_date=demo.RUN_DATE, output_root=str(root)
-    )
-    with prefect_test_harness():
-        return root, Path(nightly(params))
 
 
 @pytest.mark.slow
