@@ -181,7 +181,14 @@ def demo(
     run_dir = Path(nightly(params))
     scores = evaluate(run_dir / "change_class.tif", data / "truth.tif")
     typer.echo(f"layers: {run_dir}")
-    for name in ("change_score.tif", "change_class.tif", "hotspots.geojson", "run.json"):
+    for name in (
+        "vigia.qgs",
+        "report.html",
+        "vigia.gpkg",
+        "hotspots.geojson",
+        "change_class.tif",
+        "run.json",
+    ):
         typer.echo(f"  {run_dir / name}")
     s = scores.summary()
     typer.echo(
