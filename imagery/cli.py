@@ -164,19 +164,28 @@ def demo(
         DEFAULT_DEMO_DATA
     ),
     out: Annotated[Path, typer.Option("--out", help="Output root of the nightly run.")] = (DEFAULT_DEMO_OUT),
+    districts: Annotated[
+        Path | None,
+        typer.Option("--districts", help="District polygons for the hotspots (e.g. INEI limits)."),
+    ] = None,
 ) -> None:
     """Generate the Lima demo scenes if missing, run the nightly Prefect flow on them, and score
     the result against the planted truth."""
     from imagery import demo as demo_data
     from imagery.evaluate import evaluate
 
+    if districts is not None:  # fail before the run, not after it
+        from imagery.config import LayerParams
+        from imagery.districts import configured_districts
+
+        configured_districts(LayerParams(), districts)
     console.print(f"demo data: {data} (generated on first use)", highlight=False)
     demo_data.generate(data)
     from flows.nightly import NightlyParams, nightly
 
     params = NightlyParams(
         aoi="lima_callao", source="local", local_root=str(data / "scenes"),
-        run_date=demo_data.RUN_DATE, output_root=str(out),
+        run_date=demo_data.RUN_DATE, output_root=str(out), districts=str(districts) if districts else None,
     )  # fmt: skip
     run_dir = Path(nightly(params))
     scores = evaluate(run_dir / "change_class.tif", data / "truth.tif")

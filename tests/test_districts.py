@@ -83,3 +83,9 @@ def test_detect_refuses_a_bad_districts_file_and_writes_nothing(
         result.exit_code == 2 and "layers.districts_file" in result.output and "no such file" in result.output
     )
     assert not out.exists()
+
+
+def test_demo_refuses_a_bad_districts_file_before_running(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "d"), "--districts", "nope.gpkg"])
+    assert result.exit_code == 2 and "--districts nope.gpkg: no such file" in result.output
+    assert not (tmp_path / "d").exists()
