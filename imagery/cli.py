@@ -1,4 +1,4 @@
-"""The `vigia` command: detect, demo, evaluate."""
+"""The `vigia` command: detect, coregister, demo, serve, evaluate."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_DEMO_DATA = Path("data/demo")
 DEFAULT_DEMO_OUT = Path("output")
+DaskOpt = Annotated[
+    str | None, typer.Option("--dask-address", help="tcp://host:8786 of a Dask scheduler (default: local).")
+]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML settings file (under VIGIA_* env and flags).")
 ]
@@ -168,6 +171,8 @@ def demo(
         Path | None,
         typer.Option("--districts", help="District polygons for the hotspots (e.g. INEI limits)."),
     ] = None,
+    size: Annotated[int, typer.Option("--size", help="Demo area edge in pixels (small: quick).")] = 2560,
+    dask_address: DaskOpt = None,
 ) -> None:
     """Generate the Lima demo scenes if missing, run the nightly Prefect flow on them, and score
     the result against the planted truth."""
@@ -180,12 +185,13 @@ def demo(
 
         configured_districts(LayerParams(), districts)
     console.print(f"demo data: {data} (generated on first use)", highlight=False)
-    demo_data.generate(data)
+    demo_data.generate(data, size_px=size)
     from flows.nightly import NightlyParams, nightly
 
     params = NightlyParams(
         aoi="lima_callao", source="local", local_root=str(data / "scenes"),
         run_date=demo_data.RUN_DATE, output_root=str(out), districts=str(districts) if districts else None,
+        dask_address=dask_address,
     )  # fmt: skip
     run_dir = Path(nightly(params))
     scores = evaluate(run_dir / "change_class.tif", data / "truth.tif")
@@ -204,6 +210,37 @@ def demo(
         f"man-made change vs planted truth: precision {s['precision']:.3f}  recall {s['recall']:.3f}"
         f"  F1 {s['f1']:.3f}  IoU {s['iou']:.3f}"
     )
+
+
+@app.command()
+@one_line_errors
+def serve(
+    local_root: Annotated[
+        Path | None, typer.Option("--local-root", help="Folder of scenes (source local).")
+    ] = None,
+    aoi: Annotated[str, typer.Option("--aoi", help="AOI name or vector file.")] = "lima_callao",
+    source: Annotated[str, typer.Option("--source", help="Scene source name.")] = "local",
+    out: Annotated[Path, typer.Option("--out", help="Output root of the runs.")] = DEFAULT_DEMO_OUT,
+    dask_address: DaskOpt = None,
+    cron: Annotated[str, typer.Option("--cron", help="Schedule (cron, in --timezone).")] = "0 3 * * *",
+    timezone: Annotated[str, typer.Option("--timezone", help="Time zone of --cron.")] = "America/Lima",
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the nightly flow on its schedule from this process (needs no work pool or worker);
+    runs until stopped."""
+    from prefect.schedules import Cron
+
+    from flows.nightly import NightlyParams, nightly
+
+    params = NightlyParams(
+        aoi=aoi, source=source, local_root=str(local_root.resolve()) if local_root else None,
+        output_root=str(out.resolve()), dask_address=dask_address,
+        config_file=str(config.resolve()) if config else None,
+    )  # fmt: skip
+    nightly.serve(
+        name="nightly-serve", schedules=[Cron(cron, timezone=timezone)],
+        parameters={"params": params.model_dump()}, limit=1,
+    )  # fmt: skip
 
 
 @app.command()

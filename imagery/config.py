@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(Path(".cache/vigia"), description="Downloaded tiles/bands cache.")
     dask_address: str | None = Field(None, description="tcp://host:8786 of an existing cluster.")
     workers: int = Field(0, ge=0, description="Local Dask threads (0: one per core).")
+    worker_memory: str = Field(
+        "auto", description="Memory bound of each local Dask worker, e.g. '4GiB' (auto: machine / workers)."
+    )
+    keep_runs: int = Field(0, ge=0, description="Published runs kept per AOI (0: keep all).")
+    ledger_url: str | None = Field(
+        None, description="SQLAlchemy URL of the run ledger (default: SQLite file under output_root)."
+    )
     sh_client_id: SecretStr | None = None
     sh_client_secret: SecretStr | None = None
     sh_base_url: str = "https://services.sentinel-hub.com"

@@ -19,6 +19,7 @@ from affine import Affine
 from rasterio.shutil import copy as rio_copy
 from scipy import ndimage
 
+from imagery.errors import InputError
 from imagery.export import atomic_path
 
 CRS = "EPSG:32718"
@@ -83,12 +84,11 @@ def _fractal(shape: tuple[int, int], rng: np.random.Generator, beta: float) -> n
     return (out - out.mean()) / (out.std() + 1e-12)
 
 
-def _land_cover(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Cover index map of the before date and the masks used to plant changes."""
-    n = SIZE_PX
+def _land_cover(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Cover index map of the before date (n x n px) and the masks used to plant changes."""
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     smooth = _fractal((n, n), rng, 2.2)
-    coast = 420 + 120 * np.sin(yy / 380.0) + 60 * smooth
+    coast = (420 + 120 * np.sin(yy / 380.0) + 60 * smooth) * (n / SIZE_PX)
     ocean = xx < coast
     hills = (xx > 0.68 * n + 160 * np.sin(yy / 300.0)) | (yy < 0.12 * n + 90 * smooth)
     river_rimac = np.abs((yy - 0.52 * n) - 0.18 * (xx - 0.5 * n) + 40 * np.sin(xx / 150.0)) < 70
@@ -152,13 +152,14 @@ def _reflectance(cover: np.ndarray, texture: np.ndarray, roofs: np.ndarray) -> n
     return refl
 
 
-def _clouds(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cloud and cloud-shadow masks (shadow offset to the south-west, as from a NE sun)."""
-    n = SIZE_PX
+def _clouds(rng: np.random.Generator, count: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud and cloud-shadow masks (shadow offset to the south-west, as from a NE sun); cloud
+    sizes scale with the scene edge `n` so a small demo is not all cloud."""
+    scale = n / SIZE_PX
     field = np.zeros((n, n), np.float32)
     yy, xx = np.ogrid[0:n, 0:n]
     for _ in range(count):
-        cy, cx, rad = rng.integers(100, n - 100), rng.integers(100, n - 100), rng.integers(40, 120)
+        cy, cx, rad = rng.integers(100, n - 100), rng.integers(100, n - 100), rng.integers(40, 120) * scale
         field += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2.0 * rad**2)).astype(np.float32)
     cloud = field > 0.5
     shadow = np.roll(np.roll(cloud, 60, axis=0), -45, axis=1) & ~cloud
@@ -214,13 +215,16 @@ def _fourier_shift(band: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return np.fft.irfft2(spec, s=band.shape).astype(np.float32)
 
 
-def generate(folder: Path, *, seed: int = SEED) -> Path:
-    """Write the demo scenes and truth under `folder` (skipped when already complete)."""
+def generate(folder: Path, *, seed: int = SEED, size_px: int = SIZE_PX) -> Path:
+    """Write the demo scenes and truth under `folder` (skipped when already complete); `size_px`
+    (>= 256) shrinks the square area from its north-west corner for quick test runs."""
     marker = folder / "demo.json"
     if marker.exists():
         return folder
+    if size_px < 256:
+        raise InputError(f"demo size {size_px}: expected at least 256 pixels")
     rng = np.random.default_rng(seed)
-    cover, masks = _land_cover(rng)
+    cover, masks = _land_cover(rng, size_px)
     cover_after, truth = _plant_changes(rng, cover, masks)
     texture = _fractal(cover.shape, rng, 1.2)
     roofs = _fractal(cover.shape, rng, 0.3)
@@ -237,7 +241,7 @@ def generate(folder: Path, *, seed: int = SEED) -> Path:
         refl += rng.normal(0, 0.003, refl.shape).astype(np.float32)
         if look.after:
             refl = np.stack([_fourier_shift(b, *AFTER_SHIFT_PX) for b in refl])
-        cloud, shadow = _clouds(rng, look.clouds)
+        cloud, shadow = _clouds(rng, look.clouds, size_px)
         refl[:, shadow] *= 0.35
         refl[:, cloud] = 0.45 + 0.1 * np.asarray([1.0, 1.0, 1.0, 1.1, 0.8, 0.6], np.float32)[:, None]
         masked_by_period[look.after].append(ndimage.binary_dilation(cloud | shadow, iterations=4))
@@ -247,7 +251,7 @@ def generate(folder: Path, *, seed: int = SEED) -> Path:
     truth[invalid_any] = 255
     _write_truth(folder / "truth.tif", truth, transform)
     info = {
-        "crs": CRS, "origin": ORIGIN, "size_px": SIZE_PX, "seed": seed,
+        "crs": CRS, "origin": ORIGIN, "size_px": size_px, "seed": seed,
         "after_shift_px": {"dx": AFTER_SHIFT_PX[0], "dy": AFTER_SHIFT_PX[1]}, "run_date": RUN_DATE,
         "looks": [look.__dict__ for look in LOOKS],
         "truth_codes": {"1": "new settlement", "2": "cleared land", "3": "demolition",

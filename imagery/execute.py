@@ -6,26 +6,54 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.base
 import geopandas as gpd
 
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
+from imagery.tilecache import cached_tile_path, tile_key
 from imagery.tilestore import load_tile, save_tile, tile_path
+
+if TYPE_CHECKING:
+    from distributed import LocalCluster
 
 
 def tile_to_file(
-    plan: RunPlan, model: PairModel, source: SceneSource, tile_name: str, tile_dir: Path
-) -> Path:
-    """Process one tile and store it; a tile already stored intact is reused, not recomputed."""
-    path = tile_path(tile_dir, tile_name)
-    if path.exists() and load_tile(path) is not None:
-        return path
+    plan: RunPlan, model: PairModel, source: SceneSource, tile_name: str, path: Path
+) -> tuple[str, bool]:
+    """Process one tile and store it at `path`; a tile already stored intact (readable, right
+    shape) is reused, not recomputed. Returns (path, reused)."""
     tile = next(t for t in plan.tiles() if t.name == tile_name)
-    return save_tile(run_tile(plan, model, source, tile), path)
+    stored = load_tile(path) if path.exists() else None
+    if stored is not None and stored.score.shape == (tile.height, tile.width):
+        return str(path), True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(save_tile(run_tile(plan, model, source, tile), path)), False
+
+
+@dataclass(frozen=True)
+class TileDone:
+    """A finished tile: where its result is and whether an earlier run's file was reused."""
+
+    tile: str
+    key: str
+    path: Path
+    reused: bool
+
+
+def local_cluster(workers: int = 0, memory_per_worker: str = "auto") -> LocalCluster:
+    """An in-process Dask cluster sized to the machine: one thread per core (or `workers`), each
+    worker's memory bounded (`auto`: the machine's memory split between workers)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=1, threads_per_worker=workers or os.cpu_count() or 1, processes=False,
+        dashboard_address="127.0.0.1:0", memory_limit=memory_per_worker,  # loopback, free port
+    )  # fmt: skip
 
 
 def run_tiles(
@@ -34,42 +62,57 @@ def run_tiles(
     source: SceneSource,
     tile_dir: Path,
     *,
+    cache_dir: Path | None = None,
     dask_address: str | None = None,
     workers: int = 0,
+    memory_per_worker: str = "auto",
     progress: Callable[[int, int], None] | None = None,
-) -> list[Path]:
+) -> list[TileDone]:
     """Process every tile on Dask: the cluster at `dask_address`, else a local in-process one.
 
-    Tasks return tile file paths, never arrays; keys are deterministic per run grid and tile.
+    Without `cache_dir` tiles are written as `tile_dir/<tile>.npz`. With it they are cached as
+    `cache_dir/<tile>-<key>.npz` keyed on their inputs (reused by later runs) and `tile_dir`
+    gets a link per tile, the layout `publish` reads. Tasks return file paths, never arrays.
     """
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
 
     tile_dir.mkdir(parents=True, exist_ok=True)
-    names = [t.name for t in plan.tiles()]
-    token = dask.base.tokenize(plan.model_dump_json(), model.model_dump_json())
+    keys = {t.name: tile_key(plan, model, t) for t in plan.tiles()}
+    targets = {
+        t.name: cached_tile_path(cache_dir, t, keys[t.name]) if cache_dir else tile_path(tile_dir, t.name)
+        for t in plan.tiles()
+    }
     with contextlib.ExitStack() as stack:
         if dask_address:
             client = stack.enter_context(Client(dask_address))
         else:
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=1,
-                    threads_per_worker=workers or os.cpu_count() or 1,
-                    processes=False,
-                    dashboard_address=None,
-                )  # fmt: skip
-            )
+            cluster = stack.enter_context(local_cluster(workers, memory_per_worker))
             client = stack.enter_context(Client(cluster))
-        futures = [
-            client.submit(tile_to_file, plan, model, source, n, tile_dir, key=f"vigia-tile-{n}-{token}")
-            for n in names
-        ]
+        futures = {
+            client.submit(
+                tile_to_file, plan, model, source, name, path, key=f"vigia-tile-{name}-{keys[name]}"
+            ): name
+            for name, path in targets.items()
+        }
         done = []
         for i, fut in enumerate(as_completed(futures), 1):
-            done.append(Path(fut.result()))
+            path, reused = fut.result()
+            name = futures[fut]
+            done.append(TileDone(name, keys[name], Path(path), reused))
             if progress:
-                progress(i, len(names))
-        return sorted(done)
+                progress(i, len(futures))
+    if cache_dir:
+        for item in done:
+            _link(tile_path(tile_dir, item.tile), item.path)
+    return sorted(done, key=lambda d: d.tile)
+
+
+def _link(link: Path, target: Path) -> None:
+    """Point `link` at `target` (replacing an older link atomically)."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.lnk")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.resolve())
+    os.replace(tmp, link)
 
 
 def detect(

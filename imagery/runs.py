@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 
@@ -27,6 +28,7 @@ def staging(final: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
     try:
         yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; readers (QGIS, notebooks) need to list it
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -48,3 +50,32 @@ def point_latest(final: Path) -> Path:
     tmp.symlink_to(final.name, target_is_directory=True)
     os.replace(tmp, link)
     return link
+
+
+def prune_runs(aoi_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` run folders (YYYY-MM-DD) of an AOI; never the one `latest`
+    points to. `keep` 0 keeps everything. Returns the folders removed."""
+    if keep <= 0 or not aoi_dir.is_dir():
+        return []
+    latest = (aoi_dir / "latest").resolve() if (aoi_dir / "latest").is_symlink() else None
+    dated = sorted(p for p in aoi_dir.iterdir() if p.is_dir() and not p.is_symlink() and _is_date(p.name))
+    removed = []
+    for old in dated[:-keep]:
+        if old.resolve() == latest:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old)
+    return removed
+
+
+def _is_date(name: str) -> bool:
+    try:
+        date.fromisoformat(name)
+    except ValueError:
+        return False
+    return len(name) == 10
+
+
+def tile_cache_dir(output_root: Path, aoi: str) -> Path:
+    """Finished tiles of an AOI keyed on their inputs, shared by all runs (see tilecache)."""
+    return output_root / aoi / ".tiles"

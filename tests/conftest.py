@@ -60,3 +60,13 @@ def demo_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     )  # fmt: skip
     with prefect_test_harness():
         return root, Path(nightly(params))
+
+
+#: Edge of the small demo the operations tests run on (quick; 15 tiles at 128 px).
+SMALL_DEMO_PX = 512
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 512 px demo (same generator, same planted change types) for the operations tests."""
+    return demo.generate(tmp_path_factory.mktemp("demo-small"), size_px=SMALL_DEMO_PX)

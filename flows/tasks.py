@@ -1,0 +1,90 @@
+"""Prefect tasks: thin wrappers of imagery calls. They take and return small values and paths."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from flows.params import NightlyParams, make_source, settings_for
+from imagery.aoi import load_aoi
+from imagery.districts import configured_districts
+from imagery.errors import InputError
+from imagery.execute import run_tiles
+from imagery.hotspots import SeenBefore
+from imagery.pipeline import PairModel, RunPlan, fit_pair, plan_run
+from imagery.publish import publish
+from imagery.runs import point_latest, run_dir, staging
+
+
+@task(name="plan", retries=2, retry_delay_seconds=10)
+def plan_task(params: NightlyParams) -> RunPlan:
+    """Search both periods (a catalogue call: retried) and lay out the grid and tiles."""
+    settings = settings_for(params)
+    source = make_source(params, settings)
+    aoi = load_aoi(params.aoi)
+    (b0, b1), (a0, a1) = params.periods()
+    before = source.search(aoi, b0, b1, params.max_cloud)
+    after = source.search(aoi, a0, a1, params.max_cloud)
+    if not before or not after:
+        raise InputError(
+            f"no scenes: {len(before)} in before period {b0}..{b1}, {len(after)} in after {a0}..{a1}"
+        )
+    return plan_run(aoi, before, after, settings)
+
+
+@task(
+    name="fit-pair", retries=2, retry_delay_seconds=10, cache_policy=INPUTS + TASK_SOURCE,
+    persist_result=True, cache_expiration=timedelta(days=30),
+)  # fmt: skip
+def fit_task(plan: RunPlan, params: NightlyParams) -> PairModel:
+    """Co-registration, normalisation and change model, fitted once per pair (cached on the plan)."""
+    return fit_pair(plan, make_source(params, plan.settings))
+
+
+@task(name="process-tiles", retries=1, retry_delay_seconds=10)
+def tiles_task(
+    plan: RunPlan, model: PairModel, params: NightlyParams, cache_dir: Path, tile_dir: Path
+) -> list[dict[str, Any]]:
+    """Every tile on Dask, tiles whose inputs are unchanged reused from the cache; returns
+    one record (tile, cache key, file path, reused) per tile."""
+    logger = get_run_logger()
+    n = len(plan.tiles())
+    artifact = cast(
+        UUID, create_progress_artifact(progress=0.0, key="vigia-tiles", description=f"tiles of {n}")
+    )
+
+    def progress(done: int, total: int) -> None:
+        logger.info("tiles %d/%d", done, total)
+        update_progress_artifact(artifact_id=artifact, progress=100.0 * done / total)
+
+    done = run_tiles(
+        plan, model, make_source(params, plan.settings), tile_dir, cache_dir=cache_dir,
+        dask_address=plan.settings.dask_address, workers=plan.settings.workers,
+        memory_per_worker=plan.settings.worker_memory, progress=progress,
+    )  # fmt: skip
+    reused = sum(d.reused for d in done)
+    logger.info("tiles: %d computed, %d reused from the cache", len(done) - reused, reused)
+    return [{"tile": d.tile, "cache_key": d.key, "path": str(d.path), "reused": d.reused} for d in done]
+
+
+@task(name="publish")
+def publish_task(
+    plan: RunPlan, model: PairModel, params: NightlyParams, tile_dir: Path, seen: SeenBefore
+) -> dict[str, str]:
+    """Write the layers into a staging folder, swap it into OUTPUT/<aoi>/<date>, repoint `latest`.
+    `seen`: earlier sightings of hotspots (from the ledger) for first_seen/last_seen/status."""
+    final = run_dir(Path(params.output_root), plan.aoi_name, params.day())
+    districts = configured_districts(
+        plan.settings.layers, Path(params.districts) if params.districts else None
+    )
+    with staging(final) as tmp:
+        outputs = publish(plan, model, tile_dir, tmp, districts=districts, seen=seen)
+        relative = {name: Path(path).relative_to(tmp) for name, path in outputs.items()}
+    point_latest(final)
+    return {name: str(final / rel) for name, rel in relative.items()}
