@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
+import geopandas as gpd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from flows.params import NightlyParams, make_source, settings_for
 from imagery.aoi import load_aoi
+from imagery.config import Settings
 from imagery.districts import configured_districts
 from imagery.errors import InputError
 from imagery.execute import run_tiles
@@ -22,11 +24,18 @@ from imagery.publish import publish
 from imagery.runs import point_latest, run_dir, staging
 
 
+def run_districts(params: NightlyParams, settings: Settings) -> gpd.GeoDataFrame | None:
+    """The district layer of the run: the `districts` parameter, else the settings' file, else none."""
+    override = Path(params.districts) if params.districts else None
+    return configured_districts(settings.layers, override, override_name="parameter districts")
+
+
 @task(name="plan", retries=2, retry_delay_seconds=10)
 def plan_task(params: NightlyParams) -> RunPlan:
     """Search both periods (a catalogue call: retried) and lay out the grid and tiles."""
     settings = settings_for(params)
     source = make_source(params, settings)
+    run_districts(params, settings)  # a bad district file fails the run here, not after all tiles
     aoi = load_aoi(params.aoi)
     (b0, b1), (a0, a1) = params.periods()
     before = source.search(aoi, b0, b1, params.max_cloud)
@@ -80,9 +89,7 @@ def publish_task(
     """Write the layers into a staging folder, swap it into OUTPUT/<aoi>/<date>, repoint `latest`.
     `seen`: earlier sightings of hotspots (from the ledger) for first_seen/last_seen/status."""
     final = run_dir(Path(params.output_root), plan.aoi_name, params.day())
-    districts = configured_districts(
-        plan.settings.layers, Path(params.districts) if params.districts else None
-    )
+    districts = run_districts(params, plan.settings)
     with staging(final) as tmp:
         outputs = publish(plan, model, tile_dir, tmp, districts=districts, seen=seen)
         relative = {name: Path(path).relative_to(tmp) for name, path in outputs.items()}

@@ -87,10 +87,12 @@ def district_summary(
     return local[[*SUMMARY_COLUMNS, "geometry"]].reset_index(drop=True)
 
 
-def configured_districts(layers: LayerParams, override: Path | None = None) -> gpd.GeoDataFrame | None:
-    """The district layer a run uses: `override` (--districts) else the settings' districts_file;
-    None when neither is set (hotspots then carry no district)."""
-    path, what = (override, "--districts") if override else (layers.districts_file, "layers.districts_file")
+def configured_districts(
+    layers: LayerParams, override: Path | None = None, *, override_name: str = "--districts"
+) -> gpd.GeoDataFrame | None:
+    """The district layer a run uses: `override` (named `override_name` in errors) else the
+    settings' districts_file; None when neither is set (hotspots then carry no district)."""
+    path, what = (override, override_name) if override else (layers.districts_file, "layers.districts_file")
     if path is None:
         return None
     return load_districts(Path(path), layers.district_name_field, layers.district_code_field, what=what)

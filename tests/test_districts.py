@@ -89,3 +89,16 @@ def test_demo_refuses_a_bad_districts_file_before_running(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, ["demo", "--data", str(tmp_path / "d"), "--districts", "nope.gpkg"])
     assert result.exit_code == 2 and "--districts nope.gpkg: no such file" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_nightly_flow_checks_the_district_file_while_planning(tmp_path: Path) -> None:
+    from flows.params import NightlyParams
+    from flows.tasks import plan_task
+
+    scenes = tmp_path / "scenes"
+    write_scene(scenes / "a", textured_reflectance((64, 64)))
+    params = NightlyParams(
+        local_root=str(scenes), run_date="2024-01-20", districts=str(tmp_path / "nope.gpkg")
+    )
+    with pytest.raises(InputError, match=r"^parameter districts .*nope.gpkg: no such file"):
+        plan_task.fn(params)
