@@ -11,7 +11,6 @@ import scipy.fft
 from imagery.config import CoregParams
 from imagery.coregister import ShiftModel, apply_shift, estimate_shift, match_windows
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL = CoregParams(window_px=128, grid_step_px=64)
 
 
@@ -233,12 +232,11 @@ def test_too_few_tie_points_falls_back_to_global_window() -> None:
     assert abs(model.dx_px + 0.8) < 0.03 and abs(model.dy_px - 1.2) < 0.03
 
 
-@pytest.mark.skipif(not (DATA / "oscd-dev").is_dir(), reason=f"OSCD dev data not found at {DATA}")
 @pytest.mark.parametrize(("dx", "dy"), [(0.3, 2.7), (-1.9, -0.15)])
-def test_known_shift_on_real_oscd_band(dx: float, dy: float) -> None:
+def test_known_shift_on_real_oscd_band(oscd: Path, dx: float, dy: float) -> None:
     import rasterio
 
-    path = sorted((DATA / "oscd-dev" / "nantes" / "before").glob("*_B08.tif"))[0]
+    path = sorted((oscd / "nantes" / "before").glob("*_B08.tif"))[0]
     with rasterio.open(path) as src:
         ref = src.read(1).astype(np.float32)
     tgt = fshift(ref, dx, dy)
