@@ -84,6 +84,15 @@ def render(
     return {"png": str(path), "non_white_share": coloured / len(sampled), "errors": len(job.errors())}
 
 
+def gpkg_feature_tables(path: Path) -> list[str]:
+    """The vector layers a GeoPackage declares (its gpkg_contents table)."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT table_name FROM gpkg_contents WHERE data_type = 'features'").fetchall()
+    return sorted(r[0] for r in rows)
+
+
 def main(run: Path, out: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"qgis": Qgis.QGIS_VERSION, "files": {}, "project": {}}
     files: dict[str, QgsMapLayer] = {}
@@ -91,7 +100,7 @@ def main(run: Path, out: Path) -> dict[str, Any]:
         files[f"{name}.tif"] = QgsRasterLayer(str(run / f"{name}.tif"), name, "gdal")
     for name in ("hotspots", "priority_grid"):
         files[f"{name}.geojson"] = QgsVectorLayer(str(run / f"{name}.geojson"), name, "ogr")
-    for name in ("hotspots", "priority_grid", "districts"):
+    for name in gpkg_feature_tables(run / "vigia.gpkg"):
         files[f"vigia.gpkg|{name}"] = QgsVectorLayer(f"{run / 'vigia.gpkg'}|layername={name}", name, "ogr")
     for key, layer in files.items():
         report["files"][key] = layer_facts(layer)
