@@ -14,9 +14,24 @@ from flows.params import NightlyParams, settings_for
 from flows.summary import hotspot_properties, summary_markdown, top_hotspots_table
 from flows.tasks import fit_task, plan_task, publish_task, tiles_task
 from imagery.ledger import Ledger, TileRecord, ledger_url
-from imagery.runs import prune_runs, tile_cache_dir, work_dir
+from imagery.runs import prune_runs, prune_tile_cache, tile_cache_dir, work_dir
 
 __all__ = ["NightlyParams", "nightly"]
+
+
+def _retention(ledger: Ledger, aoi_dir: Path, keep_runs: int) -> None:
+    """Keep the newest `keep_runs` run folders and the cached tiles they used (0: keep all)."""
+    if keep_runs <= 0:
+        return
+    logger = get_run_logger()
+    for old in prune_runs(aoi_dir, keep_runs):
+        logger.info("retention: removed run %s", old)
+    kept = [p.name for p in aoi_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    removed = prune_tile_cache(
+        tile_cache_dir(aoi_dir.parent, aoi_dir.name), ledger.tile_files(aoi_dir.name, kept)
+    )
+    if removed:
+        logger.info("retention: removed %d cached tiles no kept run uses", len(removed))
 
 
 @flow(name="vigia-nightly", log_prints=True)
@@ -43,11 +58,11 @@ def nightly(params: NightlyParams) -> str:
     except BaseException:
         ledger.finish_run(run_id, "failed")
         raise
+    else:
+        shutil.rmtree(tile_dir.parent, ignore_errors=True)
+        _retention(ledger, output_root / plan.aoi_name, settings.keep_runs)
     finally:
         ledger.close()
-    shutil.rmtree(tile_dir.parent, ignore_errors=True)
-    for old in prune_runs(output_root / plan.aoi_name, settings.keep_runs):
-        get_run_logger().info("retention: removed %s", old)
     reused = sum(t["reused"] for t in tiles)
     create_markdown_artifact(
         key="vigia-nightly-summary",

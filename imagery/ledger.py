@@ -220,6 +220,18 @@ class Ledger:
                 for hid, first, last in conn.execute(query)
             }
 
+    def tile_files(self, aoi: str, run_dates: Iterable[str]) -> set[Path]:
+        """Tile files used by completed runs of these dates (what the tile cache must keep)."""
+        query = (
+            select(run_tiles.c.path)
+            .join(runs, runs.c.id == run_tiles.c.run_id)
+            .where(
+                (runs.c.aoi == aoi) & (runs.c.status == "completed") & runs.c.run_date.in_(list(run_dates))
+            )
+        )
+        with self.engine.connect() as conn:
+            return {Path(p) for p in conn.scalars(query)}
+
     def rows(self, table: Table, **where: Any) -> list[dict[str, Any]]:
         """All rows of a ledger table matching column=value filters (for reports and tests)."""
         query = select(table)

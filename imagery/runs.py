@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -29,8 +31,10 @@ def staging(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; readers (QGIS, notebooks) need to list it
+        if final.exists() and exchange(tmp, final):
+            return  # tmp now holds the previous run, removed below
         old = None
-        if final.exists():
+        if final.exists():  # no atomic exchange here: a moment without `final`, never a partial one
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
@@ -39,6 +43,17 @@ def staging(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE), so a rerun
+    replaces a published folder without a moment where it is missing. False where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0)
 
 
 def point_latest(final: Path) -> Path:
@@ -79,3 +94,18 @@ def _is_date(name: str) -> bool:
 def tile_cache_dir(output_root: Path, aoi: str) -> Path:
     """Finished tiles of an AOI keyed on their inputs, shared by all runs (see tilecache)."""
     return output_root / aoi / ".tiles"
+
+
+def prune_tile_cache(cache_dir: Path, keep: set[Path], older_than_s: float = 3600.0) -> list[Path]:
+    """Delete cached tiles (and temporary files a crash left) not in `keep` and untouched for
+    `older_than_s` (so a run working at the same time never loses its tiles)."""
+    if not cache_dir.is_dir():
+        return []
+    keep = {p.resolve() for p in keep}
+    cutoff = time.time() - older_than_s
+    removed = []
+    for path in cache_dir.iterdir():
+        if path.is_file() and path.resolve() not in keep and path.stat().st_mtime <= cutoff:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return sorted(removed)

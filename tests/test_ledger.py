@@ -48,3 +48,14 @@ def test_first_and_last_seen_span_dates_and_exclude_the_date_being_rerun(tmp_pat
     # a later rerun of 2022-03-20 that no longer sees VG-c drops its only sighting
     ledger.record_hotspots("lima", "2022-03-20", [_spot("VG-a", "2022-03-15")])
     assert sorted(r["hotspot_id"] for r in ledger.rows(hotspots, aoi="lima")) == ["VG-a"]
+
+
+def test_tile_files_of_completed_runs_of_given_dates(tmp_path: Path) -> None:
+    ledger = Ledger(ledger_url(tmp_path))
+    for day, status, path in (("2022-02-17", "completed", "/a.npz"), ("2022-02-18", "completed", "/b.npz"),
+                              ("2022-02-18", "failed", "/c.npz")):  # fmt: skip
+        run = ledger.start_run("lima", day)
+        ledger.record_tiles(run, [TileRecord("r000c000", "k", path, reused=False)])
+        ledger.finish_run(run, status)
+    assert ledger.tile_files("lima", ["2022-02-18"]) == {Path("/b.npz")}
+    assert ledger.tile_files("lima", ["2022-02-17", "2022-02-18"]) == {Path("/a.npz"), Path("/b.npz")}

@@ -79,6 +79,7 @@ class LatestWatcher(threading.Thread):
         self.link = aoi_dir / "latest"
         self.seen: list[frozenset[str]] = []
         self.unreadable = 0
+        self.missing_after_publish = 0
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -88,7 +89,7 @@ class LatestWatcher(threading.Thread):
                 json.loads((self.link / "run.json").read_text())
                 self.seen.append(names)
             except FileNotFoundError:
-                pass  # nothing published yet
+                self.missing_after_publish += bool(self.seen)  # before the first publish: expected
             except (OSError, ValueError):
                 self.unreadable += 1
             time.sleep(0.005)
@@ -99,8 +100,15 @@ def test_idempotent_rerun_and_corrupt_cached_tile(
 ) -> None:
     root, first = reference
     ledger = ledger_of(root)
+    watcher = LatestWatcher(root / AOI)
+    watcher.start()
     published = run_flow(params(small_demo, root), server, root / "rerun.log")
+    watcher.halt.set()
+    watcher.join()
     assert_same_layers(layers(published), first)
+    # the rerun swapped the run folder in one step: `latest` was never missing, partial or unreadable
+    assert watcher.seen and watcher.missing_after_publish == 0 and watcher.unreadable == 0
+    assert set(watcher.seen) == {frozenset(os.listdir(published))}
     ids = [json.loads(h)["properties"]["id"] for h in first["hotspots"]]
     assert len(ledger.rows(hotspots, aoi=AOI)) == len(set(ids)) == len(ids)
     assert len(ledger.rows(hotspot_sightings, aoi=AOI)) == len(ids)
@@ -172,7 +180,7 @@ def test_sigkill_mid_tiles_then_rerun_reuses_tiles_and_never_exposes_a_partial_r
     assert sum(not t["reused"] for t in tiles) >= 1
     assert_same_layers(layers(published), reference[1])
     complete = frozenset(os.listdir(published))
-    assert watcher.seen and watcher.unreadable == 0
+    assert watcher.seen and watcher.unreadable == 0 and watcher.missing_after_publish == 0
     assert set(watcher.seen) == {complete}  # `latest` only ever showed the complete run
 
 
@@ -233,14 +241,14 @@ def test_backfill_runs_the_nightly_flow_per_date(
     root = tmp_path / "out"
     nightly = params(small_demo, root)
     del nightly["run_date"]
-    spec = {"start": "2022-02-17", "end": "2022-02-18", "nightly": nightly}
+    spec = {"start": "2022-02-17", "end": "2022-02-18", "nightly": nightly | {"keep_runs": 1}}
     command = [str(BIN / "python"), "-c", BACKFILL_SCRIPT, json.dumps(spec)]
     done = subprocess.run(
         command, env=server, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (root / AOI / "latest").resolve() == (root / AOI / "2022-02-18").resolve()
-    assert (root / AOI / "2022-02-17" / "run.json").exists()
+    assert not (root / AOI / "2022-02-17").exists()  # retention: keep_runs 1
     ledger = ledger_of(root)
     first, second = ledger.rows(runs, aoi=AOI)
     assert (first["run_date"], second["run_date"]) == ("2022-02-17", "2022-02-18")

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from imagery.runs import point_latest, prune_runs, run_dir, staging
+from imagery.runs import exchange, point_latest, prune_runs, prune_tile_cache, run_dir, staging
 
 
 def _publish(root: Path, day: str) -> Path:
@@ -35,3 +36,34 @@ def test_retention_keeps_the_newest_runs_and_never_latest(tmp_path: Path) -> Non
     assert sorted(p.name for p in (tmp_path / "lima").iterdir()) == [
         ".tiles", "2022-02-16", "2022-02-18", "2022-02-19", "latest",
     ]  # fmt: skip
+
+
+def test_rerun_swaps_the_published_folder_in_one_step(tmp_path: Path) -> None:
+    first = _publish(tmp_path, "2022-02-18")
+    inode = first.stat().st_ino
+    with staging(first) as tmp:
+        (tmp / "run.json").write_text('{"rerun": true}')
+        assert exchange_supported(tmp_path)
+    assert (first / "run.json").read_text() == '{"rerun": true}'
+    assert first.stat().st_ino != inode
+    assert sorted(p.name for p in (tmp_path / "lima").iterdir()) == ["2022-02-18", "latest"]
+
+
+def exchange_supported(folder: Path) -> bool:
+    a, b = folder / "xa", folder / "xb"
+    a.mkdir(), b.mkdir()
+    (a / "in-a").touch()
+    swapped = exchange(a, b) and (b / "in-a").exists() and not (a / "in-a").exists()
+    shutil.rmtree(a), shutil.rmtree(b)
+    return swapped
+
+
+def test_tile_cache_pruning_keeps_what_kept_runs_use(tmp_path: Path) -> None:
+    cache = tmp_path / ".tiles"
+    cache.mkdir()
+    used, stale, leftover = cache / "r0c0-a.npz", cache / "r0c0-b.npz", cache / ".r0c0-c.npz.x.tmp"
+    for path in (used, stale, leftover):
+        path.write_bytes(b"x")
+    assert prune_tile_cache(cache, {used}, older_than_s=3600) == []  # too fresh: maybe a running run's
+    assert prune_tile_cache(cache, {used}, older_than_s=0) == sorted([stale, leftover])
+    assert [p.name for p in cache.iterdir()] == [used.name]
