@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagery.errors import VigiaError
 from imagery.sentinel2 import SCL_MASKED_DEFAULT
+from imagery.sources.retry import RetryPolicy
 
 
 class MaskParams(BaseModel):
@@ -95,8 +96,16 @@ class Settings(BaseSettings):
     ledger_url: str | None = Field(
         None, description="SQLAlchemy URL of the run ledger (default: SQLite file under output_root)."
     )
-    sh_client_id: SecretStr | None = None
-    sh_client_secret: SecretStr | None = None
+    retry: RetryPolicy = RetryPolicy()
+    sh_client_id: SecretStr | None = Field(
+        None, description="Sentinel Hub OAuth client id (VIGIA_SH_CLIENT_ID)."
+    )
+    sh_client_secret: SecretStr | None = Field(
+        None, description="Sentinel Hub OAuth client secret (VIGIA_SH_CLIENT_SECRET)."
+    )
+    sh_secret_block: str | None = Field(
+        None, description="Prefect Secret block holding {client_id, client_secret} (used by flows)."
+    )
     sh_base_url: str = "https://services.sentinel-hub.com"
     sh_token_url: str = "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token"
     stac_url: str = "https://earth-search.aws.element84.com/v1"
