@@ -13,12 +13,15 @@ from imagery.config import Settings, load_settings
 from imagery.errors import InputError
 from imagery.sources.base import SceneSource
 
+#: Scene source names `make_source` knows.
+SOURCES = ("local", "stac")
+
 
 class NightlyParams(BaseModel):
     """Parameters of one nightly run."""
 
     aoi: str = Field("lima_callao", description="AOI name (lima_callao, lima, callao) or vector file path.")
-    source: str = Field("local", description="Scene source name (see make_source).")
+    source: str = Field("local", description="Scene source: local (folder of scenes) or stac (STAC API).")
     local_root: str | None = Field(None, description="Folder of scenes for the local source.")
     run_date: str | None = Field(None, description="YYYY-MM-DD; default today.")
     after_days: int = Field(30, ge=1, le=366, description="Length of the after period (days).")
@@ -79,4 +82,9 @@ def make_source(params: NightlyParams, settings: Settings) -> SceneSource:
         if not params.local_root:
             raise InputError("source local: parameter local_root (folder of scenes) is required")
         return LocalSource(Path(params.local_root))
-    raise InputError(f"source {params.source}: unknown (expected local)")
+    if params.source == "stac":
+        from imagery.sources.cache import FetchCache
+        from imagery.sources.stac import StacSource
+
+        return StacSource(settings.stac_url, settings.stac_collection, FetchCache(settings.cache_dir))
+    raise InputError(f"source {params.source}: unknown (expected {' or '.join(SOURCES)})")

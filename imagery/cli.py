@@ -1,4 +1,4 @@
-"""The `vigia` command: detect, coregister, demo, serve, evaluate."""
+"""The `vigia` command: detect, coregister, demo, serve, search, fetch, evaluate."""
 
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ def serve(
         Path | None, typer.Option("--local-root", help="Folder of scenes (source local).")
     ] = None,
     aoi: Annotated[str, typer.Option("--aoi", help="AOI name or vector file.")] = "lima_callao",
-    source: Annotated[str, typer.Option("--source", help="Scene source name.")] = "local",
+    source: SourceOpt = "local",
     out: Annotated[Path, typer.Option("--out", help="Output root of the runs.")] = DEFAULT_DEMO_OUT,
     dask_address: DaskOpt = None,
     cron: Annotated[str, typer.Option("--cron", help="Schedule (cron, in --timezone).")] = "0 3 * * *",
@@ -241,6 +241,113 @@ def serve(
         name="nightly-serve", schedules=[Cron(cron, timezone=timezone)],
         parameters={"params": params.model_dump()}, limit=1,
     )  # fmt: skip
+
+
+SourceOpt = Annotated[str, typer.Option("--source", help="Scene source: local or stac.")]
+LocalRootOpt = Annotated[Path | None, typer.Option("--local-root", help="Folder of scenes (source local).")]
+AoiOpt = Annotated[str, typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file.")]
+RunDateOpt = Annotated[str | None, typer.Option("--run-date", help="YYYY-MM-DD (default: today).")]
+AfterDaysOpt = Annotated[int, typer.Option("--after-days", help="Length of the after period (days).")]
+BeforeDaysOpt = Annotated[int, typer.Option("--before-days", help="Length of the before period (days).")]
+OffsetOpt = Annotated[
+    int, typer.Option("--before-offset-days", help="How far back the before period ends (days).")
+]
+MaxCloudOpt = Annotated[float, typer.Option("--max-cloud", help="Catalogue cloud-cover limit per scene, %.")]
+
+
+def _period_params(
+    aoi: str, source: str, local_root: Path | None, run_date: str | None, after_days: int,
+    before_days: int, before_offset_days: int, max_cloud: float, config: Path | None,
+) -> Any:  # fmt: skip
+    from flows.params import NightlyParams
+
+    return NightlyParams(
+        aoi=aoi, source=source, local_root=str(local_root) if local_root else None, run_date=run_date,
+        after_days=after_days, before_days=before_days, before_offset_days=before_offset_days,
+        max_cloud=max_cloud, config_file=str(config) if config else None,
+    )  # fmt: skip
+
+
+@app.command()
+@one_line_errors
+def search(
+    aoi: AoiOpt = "lima_callao",
+    source: SourceOpt = "local",
+    local_root: LocalRootOpt = None,
+    run_date: RunDateOpt = None,
+    after_days: AfterDaysOpt = 30,
+    before_days: BeforeDaysOpt = 30,
+    before_offset_days: OffsetOpt = 365,
+    max_cloud: MaxCloudOpt = 80.0,
+    config: ConfigOpt = None,
+) -> None:
+    """List the scenes a run would use per period: date, cloud cover, processing baseline, and
+    which scenes of the same day are merged into one look."""
+    from flows.params import make_source, settings_for
+    from imagery.aoi import load_aoi
+    from imagery.scene_table import period_rows
+
+    params = _period_params(
+        aoi, source, local_root, run_date, after_days, before_days, before_offset_days, max_cloud, config
+    )
+    scene_source = make_source(params, settings_for(params))
+    area = load_aoi(params.aoi)
+    out = Console()
+    for label, (start, end) in zip(("before", "after"), params.periods(), strict=True):
+        scenes = scene_source.search(area, start, end, params.max_cloud)
+        rows = period_rows(scenes)
+        looks = len({s.acquired for s in scenes})
+        table = Table(
+            "date", "scene", "cloud %", "baseline", "offset", "merged",
+            title=f"{label} {start}..{end}: {len(scenes)} scene(s), {looks} look(s)",
+        )  # fmt: skip
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+
+
+@app.command()
+@one_line_errors
+def fetch(
+    aoi: AoiOpt = "lima_callao",
+    source: SourceOpt = "stac",
+    run_date: RunDateOpt = None,
+    after_days: AfterDaysOpt = 30,
+    before_days: BeforeDaysOpt = 30,
+    before_offset_days: OffsetOpt = 365,
+    max_cloud: MaxCloudOpt = 80.0,
+    config: ConfigOpt = None,
+) -> None:
+    """Download into the cache (setting cache_dir) every band window a run of these periods over
+    the AOI will read, so the run itself needs no network."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from flows.params import make_source, settings_for
+    from imagery.aoi import load_aoi
+    from imagery.errors import InputError
+    from imagery.pipeline import plan_run
+    from imagery.prefetch import prefetch
+
+    if source == "local":
+        raise InputError("fetch: source local reads its files directly, there is nothing to download")
+    params = _period_params(
+        aoi, source, None, run_date, after_days, before_days, before_offset_days, max_cloud, config
+    )
+    settings = settings_for(params)
+    scene_source = make_source(params, settings)
+    area = load_aoi(params.aoi)
+    (b0, b1), (a0, a1) = params.periods()
+    before = scene_source.search(area, b0, b1, params.max_cloud)
+    after = scene_source.search(area, a0, a1, params.max_cloud)
+    plan = plan_run(area, before, after, settings)
+    columns = (TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("fetch", total=None)
+        n = prefetch(plan, scene_source, lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(
+        f"cached {n} scene windows ({len(before)} before, {len(after)} after scene(s)) "
+        f"under {settings.cache_dir}"
+    )
 
 
 @app.command()

@@ -200,6 +200,14 @@ def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:
     return gbox[r0 : r0 + h, c0 : c0 + w], (r0, c0)
 
 
+def read_windows(plan: RunPlan) -> list[GeoBox]:
+    """Every grid window a run reads from each scene: the fit window, then every tile with its halo
+    (the tie-point NIR reads use the same padded tile windows), so a prefetch of these windows
+    is all the run will read."""
+    gbox = plan.grid.geobox()
+    return [_fit_window(gbox)[0], *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
+
+
 def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Jointly valid pixels of a window as (bands, 1, n) arrays, subsampled to FIT_MAX_PIXELS."""
     ok = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -160,13 +160,24 @@ def require_bands(scene: Scene, bands: Sequence[str]) -> None:
         )
 
 
-def read_scene_bands(scene: Scene, bands: Sequence[str], gbox: GeoBox) -> dict[str, np.ndarray]:
-    """Bands of a scene whose assets GDAL can open (files or URLs), resampled onto `gbox`."""
+#: Reads one band of a scene onto a grid as raw digital numbers: (scene, band, gbox) -> array.
+RawBandReader = Callable[[Scene, str, GeoBox], np.ndarray]
+
+
+def read_raw_band(scene: Scene, band: str, gbox: GeoBox) -> np.ndarray:
+    """A band's raw values on `gbox`, read with GDAL from its asset (file or URL)."""
+    return read_band(scene.assets[band], gbox, band=scene.band_index.get(band, 1), categorical=band == "SCL")
+
+
+def read_scene_bands(
+    scene: Scene, bands: Sequence[str], gbox: GeoBox, read_raw: RawBandReader = read_raw_band
+) -> dict[str, np.ndarray]:
+    """Bands of a scene resampled onto `gbox`: spectral bands as reflectance with the baseline
+    offset removed, SCL as uint8. `read_raw` fetches the raw values (GDAL by default)."""
     require_bands(scene, bands)
     out: dict[str, np.ndarray] = {}
     for band in bands:
-        href = scene.assets[band]
-        raw = read_band(href, gbox, band=scene.band_index.get(band, 1), categorical=band == "SCL")
+        raw = read_raw(scene, band, gbox)
         out[band] = raw.astype(np.uint8) if band == "SCL" else to_reflectance(raw, scene.boa_offset)
     return out
 

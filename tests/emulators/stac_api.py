@@ -50,20 +50,29 @@ def cloud_cover_from_scl(path: Path) -> float:
     return round(100.0 * float(np.isin(scl[valid], (8, 9, 10)).mean()) if valid.any() else 100.0, 2)
 
 
-def scene_item(folder: Path, files: FileServer, collection: str = COLLECTION, **properties: Any) -> dict:
-    """An Earth Search v1 style item for a local scene folder whose files `files` serves."""
+def scene_item(
+    folder: Path, files: FileServer, collection: str = COLLECTION, item_id: str | None = None,
+    **properties: Any,
+) -> dict:  # fmt: skip
+    """An Earth Search v1 style item for a local scene folder whose files `files` serves;
+    `properties` override the item's properties."""
     scene = open_scene(folder)
     with rasterio.open(scene.assets["B02"]) as src:
         tags, epsg = src.tags(), src.crs.to_epsg()
     platform = tags.get("SPACECRAFT_NAME", "Sentinel-2A").lower()
-    item_id = f"S2{platform[-1].upper()}_18LTM_{scene.acquired:%Y%m%d}_0_L2A"
+    item_id = item_id or f"S2{platform[-1].upper()}_18LTM_{scene.acquired:%Y%m%d}_0_L2A"
     offset_dn = scene.boa_offset
     assets = {
         EARTH_SEARCH_ASSETS[band]: {
-            "href": files.href(Path(href)), "type": _COG, "title": band, "roles": ["data"],
+            "href": files.href(Path(href)),
+            "type": _COG,
+            "title": band,
+            "roles": ["data"],
             "eo:bands": [] if band == "SCL" else [{"name": band}],
-            "raster:bands": [{"nodata": 0, "data_type": "uint8" if band == "SCL" else "uint16"}
-                             | ({} if band == "SCL" else {"scale": 0.0001, "offset": offset_dn / 10000})],
+            "raster:bands": [
+                {"nodata": 0, "data_type": "uint8" if band == "SCL" else "uint16"}
+                | ({} if band == "SCL" else {"scale": 0.0001, "offset": offset_dn / 10000})
+            ],
         }  # fmt: skip
         for band, href in scene.assets.items()
         if band in EARTH_SEARCH_ASSETS
@@ -147,11 +156,14 @@ class StacApi(EmulatorServer):
         page = matched[start : start + limit]
         root = self.root
         features = [
-            i | {"links": [
-                {"rel": "self", "href": f"{root}/collections/{i['collection']}/items/{i['id']}"},
-                {"rel": "collection", "href": f"{root}/collections/{i['collection']}"},
-                {"rel": "root", "href": root},
-            ]}  # fmt: skip
+            i
+            | {
+                "links": [
+                    {"rel": "self", "href": f"{root}/collections/{i['collection']}/items/{i['id']}"},
+                    {"rel": "collection", "href": f"{root}/collections/{i['collection']}"},
+                    {"rel": "root", "href": root},
+                ]
+            }  # fmt: skip
             for i in page
         ]
         links: list[dict[str, Any]] = [{"rel": "root", "href": root}]

@@ -1,0 +1,340 @@
+"""The `stac` source against a STAC API emulator and a Range-capable file server on 127.0.0.1:
+pystac-client and GDAL run unmodified (only URLs differ from Earth Search). Covers item mapping,
+paging and filters, a detect run equal to the local source's on the same COGs, the cache (a rerun
+makes no request), transient faults retried, permanent faults ending in one line with nothing cached,
+and the `vigia search` / `vigia fetch` commands."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from shapely.geometry import box
+from typer.testing import CliRunner
+
+from flows.params import NightlyParams
+from imagery import demo
+from imagery.aoi import from_geometry, load_aoi
+from imagery.cli import app
+from imagery.config import load_settings
+from imagery.errors import SourceError
+from imagery.execute import detect
+from imagery.pipeline import plan_run, read_composite
+from imagery.sources.cache import FetchCache
+from imagery.sources.local import LocalSource
+from imagery.sources.retry import RetryPolicy, SourceAuthError
+from imagery.sources.stac import StacSource, band_of_asset, scene_from_item
+from tests.emulators.faults import FaultKind
+from tests.emulators.file_server import FileServer
+from tests.emulators.http import running
+from tests.emulators.stac_api import COLLECTION, StacApi, scene_item
+
+#: Quick retries so fault tests take seconds: per-request timeout 1 s (GDAL's HTTP timeout is whole s).
+FAST = RetryPolicy(
+    max_attempts=4, base_delay_s=0.05, max_delay_s=3.0, total_timeout_s=30, request_timeout_s=1
+)
+PERIODS = NightlyParams(run_date=demo.RUN_DATE).periods()
+runner = CliRunner()
+
+
+@dataclass
+class Catalogue:
+    """The emulators serving the small demo's scenes."""
+
+    files: FileServer
+    api: StacApi
+    scenes: Path
+
+    def source(self, cache: Path, policy: RetryPolicy = FAST, page_size: int = 100) -> StacSource:
+        return StacSource(self.api.root, COLLECTION, FetchCache(cache), policy, page_size)
+
+    def requests(self) -> int:
+        return self.files.faults.count() + self.api.faults.count()
+
+
+@pytest.fixture(scope="module")
+def catalogue(small_demo: Path) -> Iterator[Catalogue]:
+    scenes = small_demo / "scenes"
+    with running(FileServer(scenes)) as files:
+        items = [scene_item(folder, files) for folder in sorted(scenes.iterdir())]
+        with running(StacApi(items)) as api:
+            yield Catalogue(files, api, scenes)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with no pending faults and an empty request log."""
+    if "catalogue" not in request.fixturenames:
+        yield
+        return
+    cat: Catalogue = request.getfixturevalue("catalogue")
+    for server in (cat.files, cat.api):
+        server.faults.clear()
+        server.faults.reset_log()
+    yield
+    for server in (cat.files, cat.api):
+        server.faults.clear()
+
+
+def _item(**props: object) -> dict:
+    return {
+        "id": "S2B_18LTM_20220217_0_L2A", "collection": "sentinel-2-l2a",
+        "geometry": {"type": "Polygon", "coordinates": [[[-77.2, -12.2], [-76.8, -12.2], [-76.8, -11.8],
+                                                          [-77.2, -11.8], [-77.2, -12.2]]]},
+        "properties": {"datetime": "2022-02-17T15:26:39.024000Z", "eo:cloud_cover": 12.5,
+                       "s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": False} | props,
+        "assets": {"red": {"href": "https://x/B04.tif", "type": "image/tiff; profile=cloud-optimized"},
+                   "red-jp2": {"href": "s3://x/B04.jp2", "type": "image/jp2"},
+                   "B08": {"href": "https://x/B08.tif"}, "scl": {"href": "https://x/SCL.tif"},
+                   "thumbnail": {"href": "https://x/preview.jpg"}},
+    }  # fmt: skip
+
+
+def test_items_become_scenes_with_bands_offset_and_cloud() -> None:
+    scene = scene_from_item(_item())
+    assert scene.acquired == date(2022, 2, 17) and scene.level == "L2A" and scene.cloud_cover == 12.5
+    assert scene.assets == {
+        "B04": "https://x/B04.tif",
+        "B08": "https://x/B08.tif",
+        "SCL": "https://x/SCL.tif",
+    }
+    assert scene.boa_offset == -1000.0 and scene.processing_baseline == "04.00"
+    assert scene_from_item(_item(**{"earthsearch:boa_offset_applied": True})).boa_offset == 0.0
+    assert scene_from_item(_item(**{"s2:processing_baseline": "02.14"})).boa_offset == 0.0
+    assert scene.footprint.bounds == (-77.2, -12.2, -76.8, -11.8)
+    assert [band_of_asset(k) for k in ("swir16", "nir08", "b11", "scl", "visual")] == [
+        "B11", "B8A", "B11", "SCL", None,
+    ]  # fmt: skip
+
+
+def test_search_pages_and_filters_by_period_cloud_and_aoi(catalogue: Catalogue, tmp_path: Path) -> None:
+    source = catalogue.source(tmp_path, page_size=1)  # one item per page: paging must be followed
+    aoi = load_aoi("lima_callao")
+    (b0, b1), (a0, a1) = PERIODS
+    after = source.search(aoi, a0, a1)
+    local_after = LocalSource(catalogue.scenes).search(aoi, a0, a1)
+    assert [s.acquired for s in after] == [s.acquired for s in local_after] == [
+        date(2022, 2, 7), date(2022, 2, 17),
+    ]  # fmt: skip
+    assert all(s.boa_offset == -1000.0 and s.has_scl and s.source == "stac" for s in after)
+    assert catalogue.api.faults.count("/search") == 2
+    before = source.search(aoi, b0, b1)
+    assert [s.boa_offset for s in before] == [0.0, 0.0] and [s.processing_baseline for s in before] == [
+        "02.14", "02.14",
+    ]  # fmt: skip
+    clouds = sorted(s.cloud_cover or 0.0 for s in after)
+    limited = source.search(aoi, a0, a1, max_cloud=(clouds[0] + clouds[1]) / 2)
+    assert [s.cloud_cover for s in limited] == [clouds[0]]
+    assert source.search(from_geometry("far", box(-70.1, -12.1, -70.0, -12.0), "far"), a0, a1) == []
+    assert source.search(aoi, date(2019, 1, 1), date(2019, 2, 1)) == []
+
+
+def test_search_honours_retry_after_and_survives_transient_faults(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    source = catalogue.source(tmp_path)
+    aoi = load_aoi("lima_callao")
+    a0, a1 = PERIODS[1]
+    expected = [s.id for s in source.search(aoi, a0, a1)]
+    catalogue.api.faults.inject("429", match="/search", retry_after_s=1.5)
+    start = time.monotonic()
+    assert [s.id for s in source.search(aoi, a0, a1)] == expected
+    assert time.monotonic() - start >= 1.5
+    for kind in ("500", "truncated", "slow"):
+        catalogue.api.faults.inject(kind, match="/search", delay_s=2.5)  # type: ignore[arg-type]
+        assert [s.id for s in source.search(aoi, a0, a1)] == expected, kind
+        assert catalogue.api.faults.count("/search", fault=kind) == 1
+
+
+def test_search_refused_ends_at_once_naming_the_setting(catalogue: Catalogue, tmp_path: Path) -> None:
+    catalogue.api.faults.inject("401", times=-1)
+    start = time.monotonic()
+    with pytest.raises(SourceAuthError, match="stac_url") as err:
+        catalogue.source(tmp_path).search(load_aoi("lima_callao"), *PERIODS[1])
+    assert "\n" not in str(err.value) and time.monotonic() - start < 1.0
+    assert catalogue.api.faults.count() == 1
+
+
+def _window(source: StacSource) -> tuple:
+    aoi = load_aoi("lima_callao")
+    before = source.search(aoi, *PERIODS[0])
+    after = source.search(aoi, *PERIODS[1])
+    plan = plan_run(aoi, before, after, load_settings(tile_size_px=256))
+    return after[0], plan.grid.geobox()[100:260, 40:300]
+
+
+@pytest.mark.parametrize("kind", ["429", "500", "503", "truncated", "slow"])
+def test_band_read_retries_transient_faults(catalogue: Catalogue, tmp_path: Path, kind: FaultKind) -> None:
+    source = catalogue.source(tmp_path / "cache")
+    scene, window = _window(source)
+    local = LocalSource(catalogue.scenes)
+    (twin,) = [s for s in local.search(load_aoi("lima_callao"), *PERIODS[1]) if s.acquired == scene.acquired]
+    catalogue.files.faults.inject(kind, match="_B04", method="GET", retry_after_s=0.2, delay_s=2.5)
+    got = source.read(scene, ["B04", "SCL"], window)
+    assert catalogue.files.faults.count("_B04", fault=kind) == 1
+    want = local.read(twin, ["B04", "SCL"], window)
+    np.testing.assert_array_equal(got["B04"], want["B04"])
+    np.testing.assert_array_equal(got["SCL"], want["SCL"])
+    assert len(list(source.cache.entries())) == 2
+    catalogue.files.faults.reset_log()
+    again = source.read(scene, ["B04", "SCL"], window)  # from the cache: no request at all
+    assert catalogue.files.faults.count() == 0
+    np.testing.assert_array_equal(again["B04"], got["B04"])
+
+
+def _leftovers(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
+@pytest.mark.parametrize(
+    "kind,error,text",
+    [("404", SourceError, "HTTP 404"), ("403", SourceAuthError, "stac_url"),
+     ("500", SourceError, "gave up after 4 attempt(s)")],
+)  # fmt: skip
+def test_band_read_permanent_fault_ends_in_one_line_and_caches_nothing(
+    catalogue: Catalogue, tmp_path: Path, kind: FaultKind, error: type[Exception], text: str
+) -> None:
+    source = catalogue.source(tmp_path / "cache")
+    scene, window = _window(source)
+    catalogue.files.faults.inject(kind, times=-1, match="_B04")
+    with pytest.raises(error) as err:
+        source.read(scene, ["B04"], window)
+    message = str(err.value)
+    assert text in message and "\n" not in message and scene.id in message
+    assert _leftovers(tmp_path / "cache") == []
+    attempts = catalogue.files.faults.count("_B04", fault=kind)
+    assert attempts >= (4 if kind == "500" else 1)
+    if kind != "500":  # permanent: no retry rounds (GDAL itself may probe twice on open)
+        assert attempts <= 2
+
+
+def _layers(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for name in ("change_score.tif", "change_class.tif"):
+        with rasterio.open(folder / name) as src:
+            out[name] = src.read(1)
+    return out
+
+
+def _hotspots(folder: Path) -> list[tuple]:
+    features = json.loads((folder / "hotspots.geojson").read_text())["features"]
+    return sorted(
+        (f["properties"]["id"], f["properties"]["change_type"], f["properties"]["area_m2"],
+         json.dumps(f["geometry"]))
+        for f in features
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_stac_run_equals_local_run_and_rerun_makes_no_request(catalogue: Catalogue, tmp_path: Path) -> None:
+    aoi = load_aoi("lima_callao")
+    settings = load_settings(tile_size_px=256)
+    local = LocalSource(catalogue.scenes)
+    stac = catalogue.source(tmp_path / "cache")
+    plans = {
+        name: plan_run(aoi, src.search(aoi, *PERIODS[0]), src.search(aoi, *PERIODS[1]), settings)
+        for name, src in (("local", local), ("stac", stac))
+    }
+    assert plans["local"].grid == plans["stac"].grid
+    for period in ("before", "after"):
+        pairs = zip(getattr(plans["local"], period), getattr(plans["stac"], period), strict=True)
+        assert all(a.acquired == b.acquired and a.boa_offset == b.boa_offset for a, b in pairs)
+    detect(plans["local"], local, tmp_path / "local")
+    catalogue.files.faults.reset_log()
+    detect(plans["stac"], stac, tmp_path / "stac")
+    assert catalogue.files.faults.count() > 0  # pixels came over HTTP
+    want, got = _layers(tmp_path / "local"), _layers(tmp_path / "stac")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert (want["change_class.tif"] > 0).any() and (want["change_class.tif"] < 255).any()
+    assert _hotspots(tmp_path / "stac") == _hotspots(tmp_path / "local")
+    catalogue.files.faults.reset_log()
+    catalogue.api.faults.reset_log()
+    detect(plans["stac"], stac, tmp_path / "rerun")
+    assert catalogue.requests() == 0
+    again = _layers(tmp_path / "rerun")
+    for name in want:
+        np.testing.assert_array_equal(again[name], want[name], err_msg=name)
+
+
+def test_same_day_granules_make_one_look(catalogue: Catalogue, tmp_path: Path) -> None:
+    folder = next(p for p in sorted(catalogue.scenes.iterdir()) if "20220207" in p.name)
+    items = [
+        scene_item(folder, catalogue.files),
+        scene_item(folder, catalogue.files, item_id="S2A_18LTM_20220207_1_L2A"),
+    ]
+    with running(StacApi(items)) as api:
+        source = StacSource(api.root, COLLECTION, FetchCache(tmp_path), FAST)
+        scenes = source.search(load_aoi("lima_callao"), *PERIODS[1])
+        assert len(scenes) == 2 and len({s.acquired for s in scenes}) == 1
+        _, window = _window(catalogue.source(tmp_path / "other"))
+        composite = read_composite(source, scenes, window, load_settings())
+        assert composite.valid_looks.max() == 1
+
+
+def _env(catalogue: Catalogue, cache: Path) -> dict[str, str]:
+    return {"VIGIA_STAC_URL": catalogue.api.root, "VIGIA_CACHE_DIR": str(cache), "VIGIA_TILE_SIZE_PX": "256"}
+
+
+def test_vigia_search_lists_scenes_per_period(catalogue: Catalogue, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["search", "--source", "stac", "--run-date", demo.RUN_DATE], env=_env(catalogue, tmp_path)
+    )
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "before 2021-01-20..2021-02-18: 2 scene(s), 2 look(s)" in text
+    assert "after 2022-01-20..2022-02-18: 2 scene(s), 2 look(s)" in text
+    for item in catalogue.api.items:
+        assert item["id"] in text
+    assert "2022-02-17" in text and "-1000" in text and "04.00" in text
+    catalogue.api.faults.inject("401", times=-1)
+    refused = runner.invoke(
+        app, ["search", "--source", "stac", "--run-date", demo.RUN_DATE], env=_env(catalogue, tmp_path)
+    )
+    assert refused.exit_code == 2
+    assert "credentials refused: check stac_url" in refused.output and refused.output.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_vigia_fetch_fills_the_cache_a_run_then_reads_offline(catalogue: Catalogue, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = runner.invoke(
+        app, ["fetch", "--source", "stac", "--run-date", demo.RUN_DATE], env=_env(catalogue, cache)
+    )
+    assert result.exit_code == 0, result.output
+    assert "cached" in result.output and str(cache) in result.output
+    assert catalogue.files.faults.count() > 0
+    catalogue.files.faults.reset_log()
+    aoi = load_aoi("lima_callao")
+    source = catalogue.source(cache)
+    plan = plan_run(aoi, source.search(aoi, *PERIODS[0]), source.search(aoi, *PERIODS[1]),
+                    load_settings(tile_size_px=256))  # fmt: skip
+    detect(plan, source, tmp_path / "out")
+    assert catalogue.files.faults.count() == 0
+    assert (tmp_path / "out" / "change_class.tif").exists()
+
+
+def _online(host: str) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.live
+def test_live_earth_search_finds_lima_scenes(tmp_path: Path) -> None:
+    if not _online("earth-search.aws.element84.com"):
+        pytest.skip("no network to earth-search.aws.element84.com")
+    settings = load_settings()
+    source = StacSource(settings.stac_url, settings.stac_collection, FetchCache(tmp_path))
+    scenes = source.search(load_aoi("lima_callao"), date(2024, 1, 1), date(2024, 1, 31), max_cloud=60)
+    assert scenes and all({"B04", "B08", "SCL"} <= set(s.assets) for s in scenes)
