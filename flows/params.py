@@ -86,5 +86,7 @@ def make_source(params: NightlyParams, settings: Settings) -> SceneSource:
         from imagery.sources.cache import FetchCache
         from imagery.sources.stac import StacSource
 
-        return StacSource(settings.stac_url, settings.stac_collection, FetchCache(settings.cache_dir))
+        return StacSource(
+            settings.stac_url, settings.stac_collection, FetchCache(settings.cache_dir), settings.retry
+        )
     raise InputError(f"source {params.source}: unknown (expected {' or '.join(SOURCES)})")

@@ -281,7 +281,10 @@ def test_same_day_granules_make_one_look(catalogue: Catalogue, tmp_path: Path) -
 
 
 def _env(catalogue: Catalogue, cache: Path) -> dict[str, str]:
-    return {"VIGIA_STAC_URL": catalogue.api.root, "VIGIA_CACHE_DIR": str(cache), "VIGIA_TILE_SIZE_PX": "256"}
+    return {
+        "VIGIA_STAC_URL": catalogue.api.root, "VIGIA_CACHE_DIR": str(cache), "VIGIA_TILE_SIZE_PX": "256",
+        "VIGIA_RETRY__BASE_DELAY_S": "0.05", "VIGIA_RETRY__REQUEST_TIMEOUT_S": "2",
+    }  # fmt: skip
 
 
 def test_vigia_search_lists_scenes_per_period(catalogue: Catalogue, tmp_path: Path) -> None:
