@@ -7,14 +7,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from imagery.config import Settings, load_settings
-from imagery.errors import InputError
+from imagery.errors import InputError, VigiaError
 from imagery.sources.base import SceneSource
 
 #: Scene source names `make_source` knows.
-SOURCES = ("local", "stac")
+SOURCES = ("local", "stac", "sentinelhub")
 
 
 class NightlyParams(BaseModel):
@@ -89,4 +89,36 @@ def make_source(params: NightlyParams, settings: Settings) -> SceneSource:
         return StacSource(
             settings.stac_url, settings.stac_collection, FetchCache(settings.cache_dir), settings.retry
         )
+    if params.source == "sentinelhub":
+        from imagery.sources.sentinelhub import SentinelHubSource
+
+        return SentinelHubSource(with_secret_block(settings))
     raise InputError(f"source {params.source}: unknown (expected {' or '.join(SOURCES)})")
+
+
+def with_secret_block(settings: Settings) -> Settings:
+    """Settings with the Sentinel Hub credentials of the Prefect Secret block `sh_secret_block`
+    (a JSON value {"client_id": ..., "client_secret": ...}), unless the environment already sets them."""
+    name = settings.sh_secret_block
+    if not name or (settings.sh_client_id and settings.sh_client_secret):
+        return settings
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()  # type: ignore[union-attr]
+    except ValueError:
+        raise VigiaError(
+            f"setting sh_secret_block: Prefect Secret block {name!r} not found "
+            "(create it with client_id and client_secret)"
+        ) from None
+    if not isinstance(value, dict) or not {"client_id", "client_secret"} <= value.keys():
+        raise VigiaError(
+            f"setting sh_secret_block: Prefect Secret block {name!r} must hold "
+            '{"client_id": ..., "client_secret": ...}'
+        )
+    return settings.model_copy(
+        update={
+            "sh_client_id": SecretStr(value["client_id"]),
+            "sh_client_secret": SecretStr(value["client_secret"]),
+        }
+    )

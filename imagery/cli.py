@@ -243,7 +243,7 @@ def serve(
     )  # fmt: skip
 
 
-SourceOpt = Annotated[str, typer.Option("--source", help="Scene source: local or stac.")]
+SourceOpt = Annotated[str, typer.Option("--source", help="Scene source: local, stac or sentinelhub.")]
 LocalRootOpt = Annotated[Path | None, typer.Option("--local-root", help="Folder of scenes (source local).")]
 AoiOpt = Annotated[str, typer.Option("--aoi", help="AOI name (lima_callao, lima, callao) or vector file.")]
 RunDateOpt = Annotated[str | None, typer.Option("--run-date", help="YYYY-MM-DD (default: today).")]

@@ -30,6 +30,7 @@ class Scene(BaseModel):
     footprint_wkt: str  # lon/lat (EPSG:4326)
     assets: dict[str, str]  # band name -> file path or URL ("B02" -> ".../B02.tif")
     band_index: dict[str, int] = {}  # band name -> 1-based band in a multi-band asset
+    granules: tuple[str, ...] = ()  # catalogue items merged into this scene (same-day granules)
 
     @property
     def footprint(self) -> BaseGeometry:
