@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 from pydantic import SecretStr
+from shapely.geometry import box
 
 from flows.params import NightlyParams, make_source
 from imagery import demo
@@ -219,3 +220,20 @@ def test_credentials_from_a_prefect_secret_block(
     assert len(scenes) == 4
     assert fresh.client_secret not in json.dumps([s.model_dump(mode="json") for s in scenes])
     assert "**********" in settings_for(fresh, tmp_path).model_dump_json()
+
+
+@pytest.mark.live
+def test_live_sentinelhub_over_miraflores(tmp_path: Path) -> None:
+    """Against the real service: needs VIGIA_SH_CLIENT_ID/SECRET (and VIGIA_SH_* URLs for CDSE)."""
+    import os
+
+    if not (os.environ.get("VIGIA_SH_CLIENT_ID") and os.environ.get("VIGIA_SH_CLIENT_SECRET")):
+        pytest.skip("live Sentinel Hub test: VIGIA_SH_CLIENT_ID / VIGIA_SH_CLIENT_SECRET not set")
+    from imagery.config import load_settings
+
+    aoi = from_geometry("miraflores", box(-77.05, -12.13, -77.02, -12.11), "miraflores")
+    source = SentinelHubSource(load_settings(cache_dir=tmp_path))
+    scenes = source.search(aoi, date(2024, 1, 1), date(2024, 1, 31), max_cloud=60)
+    assert scenes and all(s.acquired.month == 1 for s in scenes)
+    data = source.read(scenes[0], ["B04", "SCL"], run_geobox(aoi, 10.0)[:64, :64])
+    assert data["B04"].shape == (64, 64) and np.nanmax(data["B04"]) > 0
