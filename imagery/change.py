@@ -18,7 +18,13 @@ every pair):
    does not);
 2. IR-MAD chi-square of the pixel (optional weight ``w_irmad``);
 3. local averaging (Gaussian, ``smooth_sigma_px``): changes that matter are objects of
-   several pixels, noise is not.
+   several pixels, noise is not;
+4. local structure change (``structure_radius_px``): one minus the contrast-structure term of
+   SSIM between the dates in a square window, per band in noise units, averaged over bands.
+   A change that keeps the local pattern (phenology of a field, a brighter sea, illumination:
+   ``after ~ before + offset`` in the window; a contrast gain g costs 1 - 2g/(1+g^2)) scores
+   ~0; a new or removed object, which rewrites the pattern, ~1. The evidence is the CVA
+   magnitude times this factor.
 
 The evidence ``e`` becomes ``change_score = 1 / (1 + exp(-(e - T) / softness))`` where ``T`` is
 the fitted threshold: the score is 0.5 exactly at the decision boundary, so the pipeline's
@@ -87,6 +93,19 @@ class DetectorParams(BaseModel):
         le=2.0,
         description="Gaussian averaging of the evidence, pixels (truncated at 3 sigma).",
     )
+    structure_radius_px: int = Field(
+        default=4,
+        ge=0,
+        le=HALO_PX,
+        description="Half-width of the square window of the local structure change factor, px "
+        "(0: off, evidence = CVA alone; then fixed_threshold ~7 is the matching cut).",
+    )
+    structure_c: float = Field(
+        default=1.0,
+        gt=0,
+        description="Stabilising constant of the structure term, squared noise units: windows "
+        "with less local variance than this count as flat (factor ~0.5 when flat on both dates).",
+    )
     threshold_method: Literal["fixed", "kittler"] = Field(
         default="fixed",
         description="'fixed': evidence threshold = fixed_threshold (noise units); 'kittler': "
@@ -94,9 +113,10 @@ class DetectorParams(BaseModel):
         "sample, clipped to [min_threshold, max_threshold].",
     )
     fixed_threshold: float = Field(
-        default=7.0,
+        default=3.5,
         gt=0,
-        description="Evidence threshold in units of the no-change noise ('fixed').",
+        description="Evidence threshold ('fixed'): noise units times the structure factor "
+        "(0..2); 7 is the matching cut for the CVA alone (structure_radius_px = 0).",
     )
     min_threshold: float = Field(default=4.0, gt=0, description="Lower clip of a fitted cut.")
     max_threshold: float = Field(default=12.0, gt=0, description="Upper clip of a fitted cut.")
@@ -134,8 +154,7 @@ class DetectorParams(BaseModel):
     @model_validator(mode="after")
     def _fits_in_halo(self) -> DetectorParams:
         reach = (
-            self.shift_radius_px
-            + math.ceil(3 * self.smooth_sigma_px)
+            max(self.shift_radius_px + math.ceil(3 * self.smooth_sigma_px), self.structure_radius_px)
             + self.open_radius_px
             + self.close_radius_px
         )
@@ -289,6 +308,38 @@ def _nan_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def local_structure_change(
+    before: np.ndarray, after: np.ndarray, inv_scale: np.ndarray, radius: int, c: float
+) -> np.ndarray:
+    """1 - mean over bands of SSIM's contrast-structure term in a square window (float32, 0..2).
+
+    Per band, in noise units: ``(2 cov + c) / (var_before + var_after + c)`` over the window's
+    valid pixels. 0: the after pattern is the before pattern up to an offset (a contrast gain g
+    gives 1 - 2g/(1+g^2)); ~1: unrelated patterns or a pattern on a flat surface; 2: inverted.
+    NaN where a pixel is invalid.
+    """
+    size = 2 * radius + 1
+    valid = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
+    count = ndimage.uniform_filter(valid.astype(np.float64), size, mode="constant", cval=0.0)
+    inv_count = np.where(valid, 1.0 / np.maximum(count, 1e-12), 0.0)
+
+    def window_mean(v: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(v, size, mode="constant", cval=0.0) * inv_count
+
+    total = np.zeros(valid.shape, np.float64)
+    for k in range(before.shape[0]):
+        x = np.where(valid, before[k].astype(np.float64) * float(inv_scale[k]), 0.0)
+        y = np.where(valid, after[k].astype(np.float64) * float(inv_scale[k]), 0.0)
+        mx, my = window_mean(x), window_mean(y)
+        vx = np.maximum(window_mean(x * x) - mx * mx, 0.0)
+        vy = np.maximum(window_mean(y * y) - my * my, 0.0)
+        cxy = window_mean(x * y) - mx * my
+        total += (2 * cxy + c) / (vx + vy + c)
+    out = (1.0 - total / before.shape[0]).astype(np.float32)
+    out[~valid] = np.nan
+    return out
+
+
 def _pixel_irmad_chi(before: np.ndarray, after: np.ndarray, model: ChangeModel) -> np.ndarray:
     """sqrt of the IR-MAD chi-square of each pixel, scaled to the CVA's noise units."""
     p, h, w = before.shape
@@ -316,7 +367,11 @@ def change_evidence(
     if dp.w_irmad > 0:
         chi = _pixel_irmad_chi(b, a, model)
         e = ((1 - dp.w_irmad) * e + dp.w_irmad * chi).astype(np.float32)
-    return _nan_gaussian(e, dp.smooth_sigma_px)
+    e = _nan_gaussian(e, dp.smooth_sigma_px)
+    if dp.structure_radius_px > 0:
+        factor = local_structure_change(b, a, inv_s, dp.structure_radius_px, dp.structure_c)
+        e = (e * np.maximum(factor, 0)).astype(np.float32)
+    return e
 
 
 # --------------------------------------------------------------------------- fit / apply

@@ -21,6 +21,7 @@ from imagery.change import (
     change_score,
     fit_change_model,
     kittler_illingworth_threshold,
+    local_structure_change,
     otsu_threshold,
 )
 from imagery.config import ChangeParams
@@ -110,6 +111,51 @@ def test_irmad_evidence_weight_changes_evidence() -> None:
     e1 = change_evidence(before, after, model, DetectorParams(w_irmad=0.5))
     assert not np.allclose(e0, e1)
     assert np.median(e1[15:35, 15:35]) > 3 * model.threshold
+
+
+def test_local_structure_change_known_answers() -> None:
+    rng = np.random.default_rng(6)
+    texture = rng.normal(0, 3, (6, 60, 60))  # noise units: local variance ~9 >> structure_c
+    unit = np.ones(6)
+    inner = (slice(5, -5), slice(5, -5))
+    same = local_structure_change(texture, texture + 5, unit, 3, 1.0)  # offset only
+    gain = local_structure_change(texture, 1.7 * texture, unit, 3, 1.0)  # contrast term 2g/(1+g^2)
+    unrelated = local_structure_change(texture, rng.normal(0, 3, texture.shape), unit, 3, 1.0)
+    inverted = local_structure_change(texture, -texture, unit, 3, 1.0)
+    flat = local_structure_change(np.zeros_like(texture), np.full_like(texture, 4.0), unit, 3, 1.0)
+    assert np.abs(same[inner]).max() < 0.01
+    np.testing.assert_allclose(gain[inner], 1 - 2 * 1.7 / (1 + 1.7**2), atol=0.01)
+    assert 0.8 < np.median(unrelated[inner]) < 1.2
+    assert np.median(inverted[inner]) > 1.8  # 1 - (c - 2 var) / (2 var + c), var ~ 9
+    np.testing.assert_allclose(flat, 0.0, atol=1e-6)  # a flat surface that only brightened
+    holed = texture.copy()
+    holed[2, 30, 30] = np.nan
+    out = local_structure_change(holed, holed + 5, unit, 3, 1.0)
+    assert np.isnan(out[30, 30]) and np.isfinite(out[29, 30]) and abs(out[29, 30]) < 0.01
+
+
+def test_structure_factor_keeps_new_objects_and_drops_uniform_field_change() -> None:
+    """A field that greens uniformly (phenology) is big CVA change with the same pattern; a
+    new block of roofs on the same field rewrites the pattern. Only the block passes the cut."""
+    rng = np.random.default_rng(7)
+    h = w = 120
+    before = (VEG[:, None, None] * rng.uniform(0.8, 1.2, (1, h, w))).astype(np.float32)
+    after = before.copy()
+    after[:, :, 60:] *= np.array([0.8, 0.9, 0.7, 1.3, 1.0, 0.9], np.float32)[:, None, None]  # greener
+    after[:, 30:50, 80:100] = (ROOF[:, None, None] * rng.uniform(0.8, 1.2, (1, 20, 20))).astype(np.float32)
+    before += rng.normal(0, 0.004, before.shape).astype(np.float32)
+    after += rng.normal(0, 0.004, before.shape).astype(np.float32)
+    params = _params()
+    model = fit_change_model(before, after, params)
+    model = model.model_copy(update={"noise_scale": [0.006] * 6})
+    cva_alone = change_evidence(before, after, model, DetectorParams(structure_radius_px=0))
+    with_structure = change_evidence(before, after, model, DetectorParams())
+    field = (slice(70, 110), slice(70, 110))
+    block = (slice(34, 46), slice(84, 96))
+    assert np.median(cva_alone[field]) > 7  # the CVA alone flags the whole greening field
+    assert np.percentile(with_structure[field], 99) < model.threshold
+    assert np.median(with_structure[block]) > 3 * model.threshold
+    assert np.median(with_structure[10:50, 10:50]) < 0.5  # unchanged left half
 
 
 def test_typing_building_greening_glint_clearing_invalid() -> None:
