@@ -108,9 +108,9 @@ class DetectorParams(BaseModel):
     )
     threshold_method: Literal["fixed", "kittler"] = Field(
         default="fixed",
-        description="'fixed': evidence threshold = fixed_threshold (noise units); 'kittler': "
-        "Kittler-Illingworth minimum-error cut of the log-evidence histogram of the fit "
-        "sample, clipped to [min_threshold, max_threshold].",
+        description="'fixed': evidence threshold = fixed_threshold; 'kittler' (CVA alone, "
+        "structure_radius_px = 0): Kittler-Illingworth minimum-error cut of the log-evidence "
+        "histogram of the fit sample, clipped to [min_threshold, max_threshold].",
     )
     fixed_threshold: float = Field(
         default=3.5,
@@ -162,6 +162,10 @@ class DetectorParams(BaseModel):
             raise ValueError(f"neighbourhood reach {reach} px exceeds HALO_PX={HALO_PX}")
         if self.min_threshold > self.max_threshold:
             raise ValueError("min_threshold > max_threshold")
+        if self.threshold_method == "kittler" and self.structure_radius_px > 0:
+            # the cut is fitted on the pixelwise CVA of a (possibly scattered) sample, which
+            # has no windows: it is a cut for the CVA alone
+            raise ValueError("threshold_method 'kittler' needs structure_radius_px = 0")
         return self
 
 

@@ -64,7 +64,7 @@ def test_kittler_illingworth_finds_small_change_class_where_otsu_fails() -> None
 def test_kittler_threshold_method_in_model() -> None:
     before, after = _pair()
     after[:, 10:40, 10:40] = ROOF[:, None, None]
-    model = fit_change_model(before, after, _params(threshold_method="kittler"))
+    model = fit_change_model(before, after, _params(threshold_method="kittler", structure_radius_px=0))
     dp = DetectorParams()
     assert dp.min_threshold <= model.threshold <= dp.max_threshold
     fixed = fit_change_model(before, after, _params())
@@ -242,3 +242,12 @@ def test_fit_on_subsample_gives_same_model_scale() -> None:
 def test_params_must_fit_in_halo() -> None:
     with pytest.raises(ValueError):
         DetectorParams(shift_radius_px=2, smooth_sigma_px=2.0, open_radius_px=3, close_radius_px=3)
+    with pytest.raises(ValueError):
+        DetectorParams(structure_radius_px=7, open_radius_px=1, close_radius_px=1)
+    DetectorParams(structure_radius_px=6, open_radius_px=1, close_radius_px=1)  # reach 8 fits
+
+
+def test_kittler_cut_only_for_the_cva_alone() -> None:
+    with pytest.raises(ValueError, match="structure_radius_px"):
+        DetectorParams(threshold_method="kittler")
+    assert DetectorParams(threshold_method="kittler", structure_radius_px=0).structure_radius_px == 0
