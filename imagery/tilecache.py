@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cache
 from pathlib import Path
 
 from shapely.geometry import box
 
+import imagery
+from imagery.change import detector_params
 from imagery.grid import Tile
 from imagery.pipeline import PairModel, RunPlan
 from imagery.sources.base import Scene
@@ -22,8 +25,18 @@ from imagery.sources.base import Scene
 _NOT_PIXEL_SETTINGS = {
     "output_root", "cache_dir", "dask_address", "workers", "worker_memory", "keep_runs", "ledger_url",
     "layers", "sh_client_id", "sh_client_secret", "sh_base_url", "sh_token_url", "stac_url",
-    "stac_collection",
+    "stac_collection", "sh_secret_block", "retry",
 }  # fmt: skip
+
+
+@cache
+def pixel_code_digest() -> str:
+    """SHA-256 over the package's source: new code never reuses tiles made by the old (safe, if eager)."""
+    digest = hashlib.sha256(imagery.__version__.encode())
+    root = Path(imagery.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def touching(scenes: list[Scene], plan: RunPlan, tile: Tile) -> list[Scene]:
@@ -42,6 +55,8 @@ def tile_key(plan: RunPlan, model: PairModel, tile: Tile) -> str:
         "grid": plan.grid.model_dump(mode="json"),
         "tile": [tile.row0, tile.col0, tile.height, tile.width, plan.halo],
         "settings": settings,
+        "detector": detector_params(plan.settings.change).model_dump(mode="json"),
+        "code": pixel_code_digest(),
         "model": model.model_dump(mode="json"),
         "before": [s.model_dump(mode="json") for s in touching(plan.before, plan, tile)],
         "after": [s.model_dump(mode="json") for s in touching(plan.after, plan, tile)],

@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VIGIA_SHARED_DATA", REPO.parent / "shared" / "data"))
 OSCD = SHARED_DATA / "oscd-dev"
 PERU = SHARED_DATA / "peru"
+#: Prefect's temporary test server can take long to start on a loaded 2-core machine.
+PREFECT_STARTUP_S = 180
 
 
 def require_shared() -> Path:
@@ -58,7 +60,7 @@ def demo_run(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         local_root=str(demo_data / "scenes"), run_date=demo.RUN_DATE, output_root=str(root),
         districts=str(districts) if districts.exists() else None,
     )  # fmt: skip
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_S):
         return root, Path(nightly(params))
 
 

@@ -50,6 +50,11 @@ def assert_same_layers(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert len(a["hotspots"]) > 5
 
 
+def finished_tiles(cache: Path) -> list[Path]:
+    """Cached tile files, without the temporary file a killed writer leaves behind."""
+    return [p for p in cache.glob("*.npz") if not p.name.startswith(".")]
+
+
 def ledger_of(root: Path) -> Ledger:
     return Ledger(ledger_url(root))
 
@@ -157,13 +162,13 @@ def test_sigkill_mid_tiles_then_rerun_reuses_tiles_and_never_exposes_a_partial_r
     watcher.start()
     proc = start_flow(run_params, server, tmp_path / "killed.log")
     deadline = time.monotonic() + 300
-    while len(list(cache.glob("*.npz"))) < 3:
+    while len(finished_tiles(cache)) < 3:
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    survivors = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cache.glob("*.npz")}
+    survivors = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_tiles(cache)}
     assert 3 <= len(survivors) < N_TILES, "the kill did not land in the middle of tile processing"
     assert not (root / AOI / demo.RUN_DATE).exists()
 

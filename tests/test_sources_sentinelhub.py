@@ -29,6 +29,7 @@ from imagery.pipeline import plan_run
 from imagery.sources.local import LocalSource
 from imagery.sources.retry import RetryPolicy, SourceAuthError
 from imagery.sources.sentinelhub import SentinelHubSource
+from tests.conftest import PREFECT_STARTUP_S
 from tests.emulators.sentinelhub_api import SentinelHubEmulator, load_scenes
 
 EARLY, LATE = date(2020, 1, 1), date(2022, 12, 31)
@@ -211,7 +212,7 @@ def test_credentials_from_a_prefect_secret_block(
         update={"sh_client_id": None, "sh_client_secret": None, "sh_secret_block": "vigia-sh"}
     )
     params = NightlyParams(source="sentinelhub")
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_S):
         with pytest.raises(VigiaError, match="Prefect Secret block 'vigia-sh' not found"):
             make_source(params, settings)
         Secret(value={"client_id": fresh.client_id, "client_secret": fresh.client_secret}).save("vigia-sh")

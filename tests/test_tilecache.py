@@ -9,7 +9,9 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from imagery import tilecache
 from imagery.aoi import load_aoi
+from imagery.change import DetectorParams
 from imagery.config import load_settings
 from imagery.execute import tile_to_file
 from imagery.pipeline import fit_pair, plan_run
@@ -80,6 +82,19 @@ def test_settings_that_change_pixels_change_every_key_and_others_none(plans) -> 
         update={"change": plan.settings.change.model_copy(update={"score_threshold": 0.7})}
     )
     assert tile_key(plan.model_copy(update={"settings": stricter}), model, tile) != key
+
+
+def test_new_detector_defaults_or_code_change_every_key(plans, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    plan, model, _, _ = plans
+    tile = plan.tiles()[0]
+    key = tile_key(plan, model, tile)
+    changed = DetectorParams(structure_c=DetectorParams().structure_c * 2)
+    monkeypatch.setattr(tilecache, "detector_params", lambda _: changed)
+    assert tile_key(plan, model, tile) != key
+    monkeypatch.undo()
+    assert tile_key(plan, model, tile) == key
+    monkeypatch.setattr(tilecache, "pixel_code_digest", lambda: "other code")
+    assert tile_key(plan, model, tile) != key
 
 
 def test_a_corrupt_cached_tile_is_detected_and_recomputed(plans, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
