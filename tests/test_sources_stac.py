@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,10 @@ def _no_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         server.faults.clear()
 
 
+def _leftovers(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"]
+
+
 def _item(**props: object) -> dict:
     return {
         "id": "S2B_18LTM_20220217_0_L2A", "collection": "sentinel-2-l2a",
@@ -143,14 +147,14 @@ def test_search_honours_retry_after_and_survives_transient_faults(
     source = catalogue.source(tmp_path)
     aoi = load_aoi("lima_callao")
     a0, a1 = PERIODS[1]
-    expected = [s.id for s in source.search(aoi, a0, a1)]
+    expected = [s.id for s in source.search_catalogue(aoi, a0, a1)]
     catalogue.api.faults.inject("429", match="/search", retry_after_s=1.5)
     start = time.monotonic()
-    assert [s.id for s in source.search(aoi, a0, a1)] == expected
+    assert [s.id for s in source.search_catalogue(aoi, a0, a1)] == expected
     assert time.monotonic() - start >= 1.5
     for kind in ("500", "truncated", "slow"):
         catalogue.api.faults.inject(kind, match="/search", delay_s=2.5)  # type: ignore[arg-type]
-        assert [s.id for s in source.search(aoi, a0, a1)] == expected, kind
+        assert [s.id for s in source.search_catalogue(aoi, a0, a1)] == expected, kind
         assert catalogue.api.faults.count("/search", fault=kind) == 1
 
 
@@ -161,6 +165,20 @@ def test_search_refused_ends_at_once_naming_the_setting(catalogue: Catalogue, tm
         catalogue.source(tmp_path).search(load_aoi("lima_callao"), *PERIODS[1])
     assert "\n" not in str(err.value) and time.monotonic() - start < 1.0
     assert catalogue.api.faults.count() == 1
+    assert _leftovers(tmp_path) == []
+
+
+def test_settled_period_search_is_cached_recent_one_is_not(catalogue: Catalogue, tmp_path: Path) -> None:
+    source = catalogue.source(tmp_path)
+    aoi = load_aoi("lima_callao")
+    first = source.search(aoi, *PERIODS[1])
+    catalogue.api.faults.reset_log()
+    assert source.search(aoi, *PERIODS[1]) == first and first
+    assert catalogue.api.faults.count() == 0
+    today = datetime.now(UTC).date()
+    for _ in range(2):
+        assert source.search(aoi, today - timedelta(days=30), today) == []
+    assert catalogue.api.faults.count("/search") == 2
 
 
 def _window(source: StacSource) -> tuple:
@@ -183,15 +201,11 @@ def test_band_read_retries_transient_faults(catalogue: Catalogue, tmp_path: Path
     want = local.read(twin, ["B04", "SCL"], window)
     np.testing.assert_array_equal(got["B04"], want["B04"])
     np.testing.assert_array_equal(got["SCL"], want["SCL"])
-    assert len(list(source.cache.entries())) == 2
+    assert len([p for p in source.cache.entries() if p.suffix == ".tif"]) == 2
     catalogue.files.faults.reset_log()
     again = source.read(scene, ["B04", "SCL"], window)  # from the cache: no request at all
     assert catalogue.files.faults.count() == 0
     np.testing.assert_array_equal(again["B04"], got["B04"])
-
-
-def _leftovers(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"]
 
 
 @pytest.mark.parametrize(
@@ -203,7 +217,7 @@ def test_band_read_permanent_fault_ends_in_one_line_and_caches_nothing(
     catalogue: Catalogue, tmp_path: Path, kind: FaultKind, error: type[Exception], text: str
 ) -> None:
     source = catalogue.source(tmp_path / "cache")
-    scene, window = _window(source)
+    scene, window = _window(catalogue.source(tmp_path / "searches"))
     catalogue.files.faults.inject(kind, times=-1, match="_B04")
     with pytest.raises(error) as err:
         source.read(scene, ["B04"], window)
@@ -258,7 +272,11 @@ def test_stac_run_equals_local_run_and_rerun_makes_no_request(catalogue: Catalog
     assert _hotspots(tmp_path / "stac") == _hotspots(tmp_path / "local")
     catalogue.files.faults.reset_log()
     catalogue.api.faults.reset_log()
-    detect(plans["stac"], stac, tmp_path / "rerun")
+    aoi_again = load_aoi("lima_callao")  # the whole run again: search, plan, detect
+    replan = plan_run(aoi_again, stac.search(aoi_again, *PERIODS[0]), stac.search(aoi_again, *PERIODS[1]),
+                      settings)  # fmt: skip
+    assert replan == plans["stac"]
+    detect(replan, stac, tmp_path / "rerun")
     assert catalogue.requests() == 0
     again = _layers(tmp_path / "rerun")
     for name in want:
@@ -299,8 +317,8 @@ def test_vigia_search_lists_scenes_per_period(catalogue: Catalogue, tmp_path: Pa
         assert item["id"] in text
     assert "2022-02-17" in text and "-1000" in text and "04.00" in text
     catalogue.api.faults.inject("401", times=-1)
-    refused = runner.invoke(
-        app, ["search", "--source", "stac", "--run-date", demo.RUN_DATE], env=_env(catalogue, tmp_path)
+    refused = runner.invoke(  # a fresh cache: the settled periods' results above are cached
+        app, ["search", "--source", "stac", "--run-date", demo.RUN_DATE], env=_env(catalogue, tmp_path / "b")
     )
     assert refused.exit_code == 2
     assert "credentials refused: check stac_url" in refused.output and refused.output.count("\n") == 1
