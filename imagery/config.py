@@ -24,6 +24,11 @@ class MaskParams(BaseModel):
         "cloud shadow, cloud medium/high, thin cirrus).",
     )
     dilate_px: int = Field(3, ge=0, le=20, description="Dilation of the cloud/shadow mask, pixels.")
+    min_valid_share: float = Field(
+        0.0, ge=0, lt=1,
+        description="A scene whose SCL leaves less than this share of a tile clear is skipped for that "
+        "tile (its bands are not read); a scene with no clear pixel is always skipped.",
+    )  # fmt: skip
 
 
 class CoregParams(BaseModel):

@@ -17,11 +17,16 @@ def valid_mask(spectral: np.ndarray, scl: np.ndarray | None, params: MaskParams)
     valid = np.isfinite(spectral).all(axis=0)
     if scl is None:
         return valid
+    return valid & clear_of_flags(scl, params)
+
+
+def clear_of_flags(scl: np.ndarray, params: MaskParams) -> np.ndarray:
+    """True where SCL is not a masked class, the flagged area dilated by `dilate_px`."""
     flagged = np.isin(scl, np.asarray(params.scl_classes, dtype=np.uint8))
     if params.dilate_px > 0 and flagged.any():
         disk = _disk(params.dilate_px)
         flagged = ndimage.binary_dilation(flagged, structure=disk)
-    return valid & ~flagged
+    return ~flagged
 
 
 def _disk(radius: int) -> np.ndarray:

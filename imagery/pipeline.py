@@ -24,10 +24,10 @@ from shapely.geometry.base import BaseGeometry
 from imagery import change, coregister, normalize
 from imagery.aoi import AOI, from_geometry
 from imagery.composite import median_composite, merge_same_day
-from imagery.config import Settings
+from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
 from imagery.grid import Tile, clip_geobox, run_geobox, tiles
-from imagery.masking import valid_mask
+from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
@@ -178,18 +178,39 @@ def read_composite(
     settings: Settings,
     bands: Sequence[str] = CHANGE_BANDS,
 ) -> Composite:
-    """Read, mask and composite one period's `bands` on `gbox` (one window of the grid)."""
+    """Read, mask and composite one period's `bands` on `gbox` (one window of the grid); scenes
+    that leave too little of the window clear are skipped (see `read_look`)."""
     by_day: dict[date, list[np.ndarray]] = {}
     for scene in scenes:
-        wanted = [*bands, "SCL"] if scene.has_scl else list(bands)
-        data = source.read(scene, wanted, gbox)
-        spectral = np.stack([data[b] for b in bands])
-        valid = valid_mask(spectral, data.get("SCL"), settings.mask)
-        spectral[:, ~valid] = np.nan
-        by_day.setdefault(scene.acquired, []).append(spectral)
+        look = read_look(source, scene, bands, gbox, settings.mask)
+        if look is not None:
+            by_day.setdefault(scene.acquired, []).append(look)
+    if not by_day:
+        empty = np.full((len(bands), gbox.shape.y, gbox.shape.x), np.nan, np.float32)
+        return Composite(bands=empty, valid_looks=np.zeros((gbox.shape.y, gbox.shape.x), np.uint8))
     looks = [merge_same_day(day) for day in by_day.values()]
     stack, count = median_composite(looks)
     return Composite(bands=stack, valid_looks=count)
+
+
+def read_look(
+    source: SceneSource, scene: Scene, bands: Sequence[str], gbox: GeoBox, mask: MaskParams
+) -> np.ndarray | None:
+    """One scene's `bands` on `gbox` as (bands, y, x) with NaN where masked, or None when its SCL
+    (read first) leaves no pixel, or less than `mask.min_valid_share`, of the window clear: then
+    its spectral bands are never read (a remote source downloads nothing more for it)."""
+    clear = None
+    if scene.has_scl:
+        clear = clear_of_flags(source.read(scene, ["SCL"], gbox)["SCL"], mask)
+        if not clear.any() or clear.mean() < mask.min_valid_share:
+            return None
+    data = source.read(scene, bands, gbox)
+    spectral = np.stack([data[b] for b in bands])
+    valid = np.isfinite(spectral).all(axis=0)
+    if clear is not None:
+        valid &= clear
+    spectral[:, ~valid] = np.nan
+    return spectral
 
 
 def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:

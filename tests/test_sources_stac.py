@@ -27,6 +27,7 @@ from imagery.cli import app
 from imagery.config import load_settings
 from imagery.errors import SourceError
 from imagery.execute import detect
+from imagery.grid import run_geobox
 from imagery.pipeline import plan_run, read_composite
 from imagery.sources.cache import FetchCache
 from imagery.sources.local import LocalSource
@@ -36,6 +37,7 @@ from tests.emulators.faults import FaultKind
 from tests.emulators.file_server import FileServer
 from tests.emulators.http import running
 from tests.emulators.stac_api import COLLECTION, StacApi, scene_item
+from tests.scenes import textured_reflectance, write_scene
 
 #: Quick retries so fault tests take seconds: per-request timeout 1 s (GDAL's HTTP timeout is whole s).
 FAST = RetryPolicy(
@@ -296,6 +298,32 @@ def test_same_day_granules_make_one_look(catalogue: Catalogue, tmp_path: Path) -
         _, window = _window(catalogue.source(tmp_path / "other"))
         composite = read_composite(source, scenes, window, load_settings())
         assert composite.valid_looks.max() == 1
+
+
+def test_per_tile_selection_skips_clouded_scenes_without_reading_their_bands(tmp_path: Path) -> None:
+    refl = textured_reflectance((64, 64))
+    clear, cloudy, patchy = (np.full((32, 32), 4, np.uint8) for _ in range(3))
+    cloudy[:] = 9
+    patchy[:, 4:] = 8  # a sixth of the window below clear
+    root = tmp_path / "scenes"
+    for day, scl in (("20240105", clear), ("20240110", cloudy), ("20240115", patchy)):
+        write_scene(root / f"S2A_MSIL2A_{day}T152639_N0510_T18LTM", refl, date=day, scl=scl, offset=-1000.0)
+    with running(FileServer(root)) as files:
+        items = [scene_item(f, files, item_id=f.name) for f in sorted(root.iterdir())]
+        with running(StacApi(items)) as api:
+            source = StacSource(api.root, COLLECTION, FetchCache(tmp_path / "cache"), FAST)
+            scenes = source.search(from_geometry("t", box(-77.2, -12.2, -76.9, -11.9), "t"),
+                                   date(2024, 1, 1), date(2024, 1, 31))  # fmt: skip
+            assert len(scenes) == 3
+            window = run_geobox(from_geometry("w", scenes[0].footprint, "w"))[4:28, 4:28]
+            composite = read_composite(source, scenes, window, load_settings(mask={"dilate_px": 0}))
+            assert composite.valid_looks.max() == 2 and composite.valid_looks.min() == 1
+            assert files.faults.count("20240110") == files.faults.count("20240110T152639_SCL") > 0
+            strict = load_settings(mask={"dilate_px": 0, "min_valid_share": 0.5})
+            only_clear = read_composite(source, scenes, window, strict)
+            assert (only_clear.valid_looks == 1).all()
+            first = read_composite(source, scenes[:1], window, strict)
+            np.testing.assert_array_equal(only_clear.bands, first.bands)
 
 
 def _env(catalogue: Catalogue, cache: Path) -> dict[str, str]:
