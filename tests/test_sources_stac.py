@@ -30,7 +30,7 @@ from imagery.execute import detect
 from imagery.grid import run_geobox
 from imagery.pipeline import plan_run, read_composite
 from imagery.sources.cache import FetchCache
-from imagery.sources.local import LocalSource
+from imagery.sources.local import LocalSource, open_scene, read_scene_bands
 from imagery.sources.retry import RetryPolicy, SourceAuthError
 from imagery.sources.stac import StacSource, band_of_asset, scene_from_item
 from tests.emulators.faults import FaultKind
@@ -283,6 +283,49 @@ def test_stac_run_equals_local_run_and_rerun_makes_no_request(catalogue: Catalog
     again = _layers(tmp_path / "rerun")
     for name in want:
         np.testing.assert_array_equal(again[name], want[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_nightly_flow_on_stac_publishes_and_a_second_run_makes_no_request(
+    catalogue: Catalogue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import nightly
+
+    for key, value in _env(catalogue, tmp_path / "cache").items():
+        monkeypatch.setenv(key, value)
+    params = NightlyParams(source="stac", run_date=demo.RUN_DATE, output_root=str(tmp_path / "first"))
+    with prefect_test_harness():
+        first = Path(nightly(params))
+        meta = json.loads((first / "run.json").read_text())
+        assert [s["boa_offset"] for s in meta["scenes"]["after"]] == [-1000.0, -1000.0]
+        assert {s["source"] for s in [*meta["scenes"]["before"], *meta["scenes"]["after"]]} == {"stac"}
+        catalogue.files.faults.reset_log()
+        catalogue.api.faults.reset_log()
+        # A new output root: no finished tile to reuse, every pixel must come from the download cache.
+        second = Path(nightly(params.model_copy(update={"output_root": str(tmp_path / "second")})))
+    assert catalogue.requests() == 0
+    for name, pixels in _layers(first).items():
+        np.testing.assert_array_equal(_layers(second)[name], pixels, err_msg=name)
+
+
+def test_real_oscd_l1c_scene_reads_the_same_over_http(oscd: Path, tmp_path: Path) -> None:
+    folder = oscd / "paris" / "before"
+    with running(FileServer(folder)) as files:
+        item = scene_item(folder, files, collection="sentinel-2-l1c", item_id="S2A_31UDQ_20161130_0_L1C")
+        with running(StacApi([item], collection="sentinel-2-l1c")) as api:
+            source = StacSource(api.root, "sentinel-2-l1c", FetchCache(tmp_path), FAST)
+            aoi = load_aoi(str(oscd / "paris" / "aoi.geojson"))
+            (scene,) = source.search(aoi, date(2016, 11, 1), date(2016, 11, 30))
+            assert scene.level == "L1C" and not scene.has_scl and scene.boa_offset == 0.0
+            gbox = run_geobox(aoi)
+            assert gbox.crs.epsg == 32631
+            got = source.read(scene, ["B04", "B11"], gbox)
+    want = read_scene_bands(open_scene(folder), ["B04", "B11"], gbox)
+    for band in ("B04", "B11"):
+        assert np.isfinite(want[band]).mean() > 0.95  # the UTM grid of the rectangle overhangs a little
+        np.testing.assert_array_equal(got[band], want[band])
 
 
 def test_same_day_granules_make_one_look(catalogue: Catalogue, tmp_path: Path) -> None:

@@ -121,7 +121,6 @@ class RetryingStacIO(StacApiIO):
         body = {"json": parameters} if method in ("POST", "PUT", "PATCH") else {"params": parameters or {}}
         try:
             resp = self.session.request(method, href, headers=headers, timeout=self.timeout, **body)
-            text = resp.content.decode("utf-8")
         except (requests.ConnectionError, requests.Timeout):
             raise
         except requests.RequestException as exc:  # a body cut short, a broken chunk
@@ -130,8 +129,9 @@ class RetryingStacIO(StacApiIO):
         if not 200 <= resp.status_code < 300:
             raise SourceError(f"{what}: HTTP {resp.status_code}")
         try:
+            text = resp.content.decode("utf-8")
             json.loads(text)
-        except ValueError:
+        except ValueError:  # includes a body that is not UTF-8
             raise TransientError(f"{what}: response is not complete JSON") from None
         return text
 
