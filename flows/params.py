@@ -86,9 +86,8 @@ def make_source(params: NightlyParams, settings: Settings) -> SceneSource:
         from imagery.sources.cache import FetchCache
         from imagery.sources.stac import StacSource
 
-        return StacSource(
-            settings.stac_url, settings.stac_collection, FetchCache(settings.cache_dir), settings.retry
-        )
+        cache = FetchCache(settings.cache_dir / "stac")
+        return StacSource(settings.stac_url, settings.stac_collection, cache, settings.retry)
     if params.source == "sentinelhub":
         from imagery.sources.sentinelhub import SentinelHubSource
 

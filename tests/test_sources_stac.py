@@ -406,7 +406,7 @@ def test_vigia_fetch_fills_the_cache_a_run_then_reads_offline(catalogue: Catalog
     assert catalogue.files.faults.count() > 0
     catalogue.files.faults.reset_log()
     aoi = load_aoi("lima_callao")
-    source = catalogue.source(cache)
+    source = catalogue.source(cache / "stac")
     plan = plan_run(aoi, source.search(aoi, *PERIODS[0]), source.search(aoi, *PERIODS[1]),
                     load_settings(tile_size_px=256))  # fmt: skip
     detect(plan, source, tmp_path / "out")
