@@ -29,6 +29,7 @@ from imagery.errors import SourceError
 from imagery.execute import detect
 from imagery.grid import run_geobox
 from imagery.pipeline import plan_run, read_composite
+from imagery.sources.base import Scene
 from imagery.sources.cache import FetchCache
 from imagery.sources.local import LocalSource, open_scene, read_scene_bands
 from imagery.sources.retry import RetryPolicy, SourceAuthError
@@ -170,6 +171,20 @@ def test_search_refused_ends_at_once_naming_the_setting(catalogue: Catalogue, tm
     assert _leftovers(tmp_path) == []
 
 
+def test_search_gives_up_in_one_line_when_retries_run_out(catalogue: Catalogue, tmp_path: Path) -> None:
+    catalogue.api.faults.inject("500", times=-1, match="/search")
+    with pytest.raises(SourceError, match=r"HTTP 500: gave up after 4 attempt\(s\)") as err:
+        catalogue.source(tmp_path).search(load_aoi("lima_callao"), *PERIODS[1])
+    assert "\n" not in str(err.value) and _leftovers(tmp_path) == []
+    assert catalogue.api.faults.count("/search", fault="500") == 4
+    with socket.socket() as sock:  # a port nobody listens on: connection refused, retried, then one line
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    down = StacSource(closed, COLLECTION, FetchCache(tmp_path / "down"), FAST)
+    with pytest.raises(SourceError, match=r"ConnectionError: gave up after 4 attempt\(s\)"):
+        down.search_catalogue(load_aoi("lima_callao"), *PERIODS[1])
+
+
 def test_settled_period_search_is_cached_recent_one_is_not(catalogue: Catalogue, tmp_path: Path) -> None:
     source = catalogue.source(tmp_path)
     aoi = load_aoi("lima_callao")
@@ -230,6 +245,28 @@ def test_band_read_permanent_fault_ends_in_one_line_and_caches_nothing(
     assert attempts >= (4 if kind == "500" else 1)
     if kind != "500":  # permanent: no retry rounds (GDAL itself may probe twice on open)
         assert attempts <= 2
+
+
+def test_signed_asset_urls_keep_tokens_out_of_messages_and_cache_keys(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    scene, window = _window(catalogue.source(tmp_path / "searches"))
+
+    def signed(token: str) -> Scene:
+        return scene.model_copy(update={"assets": {b: f"{h}?sig={token}" for b, h in scene.assets.items()}})
+
+    source = catalogue.source(tmp_path / "cache")
+    catalogue.files.faults.inject("404", times=-1, match="_B04")
+    with pytest.raises(SourceError) as err:
+        source.read(signed("SECRET1"), ["B04"], window)
+    assert "SECRET1" not in str(err.value) and "_B04.tif" in str(err.value)
+    catalogue.files.faults.clear()
+    got = source.read(signed("SECRET1"), ["B04"], window)
+    assert not any("SECRET" in p.read_bytes().decode("latin-1") for p in _leftovers(tmp_path / "cache"))
+    catalogue.files.faults.reset_log()
+    again = source.read(signed("SECRET2"), ["B04"], window)  # a fresh signature: same asset, cached
+    assert catalogue.files.faults.count() == 0
+    np.testing.assert_array_equal(again["B04"], got["B04"])
 
 
 def _layers(folder: Path) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -54,6 +55,12 @@ def band_of_asset(key: str) -> str | None:
     if key in ASSET_BANDS:
         return ASSET_BANDS[key]
     return key.upper() if _BAND_ID.match(key) else None
+
+
+def public_href(href: str) -> str:
+    """An asset URL without its query string: signed URLs carry rotating tokens there, which must
+    neither appear in messages nor make the same asset a new cache entry."""
+    return urlsplit(href)._replace(query="", fragment="").geturl()
 
 
 def scene_from_item(item: Mapping[str, Any], source: str = "stac") -> Scene:
@@ -111,13 +118,13 @@ class RetryingStacIO(StacApiIO):
     ) -> str:
         """The response body of one catalogue request, retried within the policy."""
         method = (method or "GET").upper()
-        what = f"STAC {method} {href.split('?')[0]}"
+        what = f"STAC {method} {public_href(href)}"
         return call_with_retries(lambda: self._once(href, method, headers, parameters), self.policy, what)
 
     def _once(
         self, href: str, method: str, headers: dict[str, str] | None, parameters: dict[str, Any] | None
     ) -> str:
-        what = f"STAC {method} {href.split('?')[0]}"
+        what = f"STAC {method} {public_href(href)}"
         body = {"json": parameters} if method in ("POST", "PUT", "PATCH") else {"params": parameters or {}}
         try:
             resp = self.session.request(method, href, headers=headers, timeout=self.timeout, **body)
@@ -203,7 +210,8 @@ class StacSource:
         a = gbox.affine
         return {
             "source": self.name, "v": CACHE_VERSION, "item": scene.id, "band": band,
-            "href": scene.assets[band], "crs": str(gbox.crs), "affine": [a.a, a.b, a.c, a.d, a.e, a.f],
+            "href": public_href(scene.assets[band]), "crs": str(gbox.crs),
+            "affine": [a.a, a.b, a.c, a.d, a.e, a.f],
             "shape": [gbox.shape.y, gbox.shape.x],
         }  # fmt: skip
 
@@ -219,8 +227,7 @@ class StacSource:
             return src.read(1)
 
     def _download(self, scene: Scene, band: str, gbox: GeoBox, tmp: Path) -> None:
-        href = scene.assets[band]
-        what = f"{scene.id} {band} ({href})"
+        what = f"{scene.id} {band} ({public_href(scene.assets[band])})"
         raw = call_with_retries(lambda: self._read_remote(scene, band, gbox, what), self.policy, what)
         write_array_tif(tmp, raw, {"crs": str(gbox.crs), "transform": gbox.affine, "nodata": 0})
 
