@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import requests
 from shapely.geometry import box
 from typer.testing import CliRunner
 
@@ -142,6 +143,24 @@ def test_search_pages_and_filters_by_period_cloud_and_aoi(catalogue: Catalogue, 
     assert [s.cloud_cover for s in limited] == [clouds[0]]
     assert source.search(from_geometry("far", box(-70.1, -12.1, -70.0, -12.0), "far"), a0, a1) == []
     assert source.search(aoi, date(2019, 1, 1), date(2019, 2, 1)) == []
+
+
+def test_emulator_speaks_get_search_and_collections_to_the_unmodified_client(catalogue: Catalogue) -> None:
+    from pystac_client import Client
+
+    client = Client.open(catalogue.api.root)
+    assert client.get_collection(COLLECTION).id == COLLECTION
+    (a0, a1), aoi = PERIODS[1], load_aoi("lima_callao")
+    search = client.search(
+        collections=[COLLECTION], bbox=list(aoi.geometry.bounds), datetime=f"{a0}/{a1}",
+        query={"eo:cloud_cover": {"lte": 100}}, limit=1, method="GET",
+    )  # fmt: skip
+    ids = [item.id for item in search.items()]
+    assert ids == [i["id"] for i in catalogue.api.items if i["properties"]["datetime"] >= str(a0)]
+    assert catalogue.api.faults.count("/search") == 2  # one item per page, next links followed by GET
+    assert {s.method for s in catalogue.api.faults.seen if "/search" in s.path} == {"GET"}
+    bad = requests.get(f"{catalogue.api.root}/search", params={"datetime": "last tuesday"}, timeout=5)
+    assert bad.status_code == 400 and "bad search parameters" in bad.json()["description"]
 
 
 def test_search_honours_retry_after_and_survives_transient_faults(

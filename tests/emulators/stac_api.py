@@ -5,7 +5,7 @@ paging. Items are Sentinel-2 L2A scenes whose COG assets live on a `FileServer`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -173,13 +173,22 @@ class StacApi(EmulatorServer):
                 links.append({"rel": "next", "href": f"{root}/search", "method": "POST",
                               "body": following, "merge": False, "type": "application/geo+json"})  # fmt: skip
             else:
-                query = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in following.items()}
+                query = {k: _query_value(v) for k, v in following.items()}
                 links.append({"rel": "next", "href": f"{root}/search?{urlencode(query, doseq=False)}",
                               "method": "GET", "type": "application/geo+json"})  # fmt: skip
         return {
             "type": "FeatureCollection", "features": features, "links": links,
             "numberMatched": len(matched), "numberReturned": len(features),
         }  # fmt: skip
+
+
+def _query_value(value: Any) -> str:
+    """A search parameter as a GET query string holds it: lists comma-joined, objects as JSON."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _get_params(query: str) -> dict[str, Any]:
@@ -254,8 +263,7 @@ class _StacHandler(FaultyHandler):
         elif route == f"/collections/{api.collection}":
             self.send_json(api.collection_doc(), truncate=truncate)
         elif route == "/search":
-            page = api.search(_get_params(urlsplit(self.path).query), "GET")
-            self.send_json(page, truncate=truncate, content_type="application/geo+json")
+            self._answer_search(lambda: api.search(_get_params(urlsplit(self.path).query), "GET"), truncate)
         else:
             self.send_json({"code": 404, "description": f"{self.path}: not found"}, 404)
 
@@ -267,5 +275,13 @@ class _StacHandler(FaultyHandler):
         if self._route() != "/search":
             self.send_json({"code": 404, "description": f"{self.path}: not found"}, 404)
             return
-        page = self.server.search(body, "POST")
-        self.send_json(page, truncate=fault is not None, content_type="application/geo+json")
+        self._answer_search(lambda: self.server.search(body, "POST"), truncate=fault is not None)
+
+    def _answer_search(self, search: Callable[[], dict], truncate: bool) -> None:
+        """A result page, or 400 for parameters the API cannot parse (as a real API answers)."""
+        try:
+            page = search()
+        except (ValueError, KeyError, TypeError) as exc:
+            self.send_json({"code": 400, "description": f"bad search parameters: {exc}"}, 400)
+            return
+        self.send_json(page, truncate=truncate, content_type="application/geo+json")
