@@ -56,6 +56,14 @@ class FaultyHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet test output
         return
 
+    def handle(self) -> None:
+        """Serve the connection; a client that hangs up (GDAL aborting a transfer it has enough of,
+        a timed-out read) is normal here, not an error to print."""
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True
+
     def fault(self) -> Fault | None:
         """Record this request; answer it with its fault when the fault ends it. Returns the fault
         the normal response must still apply (`truncated`), else None."""
