@@ -11,17 +11,30 @@ import geopandas as gpd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.states import State
 
 from flows.params import NightlyParams, make_source, settings_for
 from imagery.aoi import load_aoi
 from imagery.config import Settings
 from imagery.districts import configured_districts
-from imagery.errors import InputError
+from imagery.errors import InputError, VigiaError
 from imagery.execute import run_tiles
 from imagery.hotspots import SeenBefore
 from imagery.pipeline import PairModel, RunPlan, fit_pair, plan_run
 from imagery.publish import publish
 from imagery.runs import point_latest, run_dir, staging
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Retry a failed task only for faults that may pass: a VigiaError (bad input, refused
+    credentials, a source that already spent its own retries) would fail the same way again."""
+    try:
+        state.result()
+    except VigiaError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def run_districts(params: NightlyParams, settings: Settings) -> gpd.GeoDataFrame | None:
@@ -30,7 +43,7 @@ def run_districts(params: NightlyParams, settings: Settings) -> gpd.GeoDataFrame
     return configured_districts(settings.layers, override, override_name="parameter districts")
 
 
-@task(name="plan", retries=2, retry_delay_seconds=10)
+@task(name="plan", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_permanent)
 def plan_task(params: NightlyParams) -> RunPlan:
     """Search both periods (a catalogue call: retried) and lay out the grid and tiles."""
     settings = settings_for(params)
@@ -48,7 +61,8 @@ def plan_task(params: NightlyParams) -> RunPlan:
 
 
 @task(
-    name="fit-pair", retries=2, retry_delay_seconds=10, cache_policy=INPUTS + TASK_SOURCE,
+    name="fit-pair", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_permanent,
+    cache_policy=INPUTS + TASK_SOURCE,
     persist_result=True, cache_expiration=timedelta(days=30),
 )  # fmt: skip
 def fit_task(plan: RunPlan, params: NightlyParams) -> PairModel:
@@ -56,7 +70,7 @@ def fit_task(plan: RunPlan, params: NightlyParams) -> PairModel:
     return fit_pair(plan, make_source(params, plan.settings))
 
 
-@task(name="process-tiles", retries=1, retry_delay_seconds=10)
+@task(name="process-tiles", retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_permanent)
 def tiles_task(
     plan: RunPlan, model: PairModel, params: NightlyParams, cache_dir: Path, tile_dir: Path
 ) -> list[dict[str, Any]]:

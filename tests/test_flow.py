@@ -52,3 +52,36 @@ def test_demo_greening_and_glint_are_not_man_made(demo_data: Path, demo_run: tup
     ocean[:, :100] = True  # the demo coast lies east of column 120 everywhere
     assert (classes[ocean] == 6).mean() > 0.05  # the glint is seen as water change...
     assert man_made[ocean].mean() < 0.001  # ...and never as man-made change
+
+
+def test_retry_condition_skips_permanent_faults() -> None:
+    from prefect.states import Failed
+
+    from flows.tasks import retry_unless_permanent
+    from imagery.errors import InputError
+    from imagery.sources.retry import SourceAuthError
+
+    assert not retry_unless_permanent(None, None, Failed(data=InputError("scene x: missing band")))
+    assert not retry_unless_permanent(None, None, Failed(data=SourceAuthError("HTTP 401")))
+    assert retry_unless_permanent(None, None, Failed(data=OSError("connection reset")))
+
+
+@pytest.mark.slow
+def test_a_permanent_fault_fails_the_run_without_task_retries(tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.nightly import NightlyParams, nightly
+    from imagery.errors import InputError
+    from tests.conftest import PREFECT_STARTUP_S
+
+    params = NightlyParams(local_root=str(tmp_path / "no-such-folder"), output_root=str(tmp_path / "out"))
+    with prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_S):
+        with pytest.raises(InputError, match="no-such-folder: no such folder"):
+            nightly(params)
+        with get_client(sync_client=True) as client:
+            plan_runs = [r for r in client.read_task_runs() if r.name.startswith("plan")]
+    assert [r.run_count for r in plan_runs] == [1]
+    assert not (tmp_path / "out" / "lima_callao").exists() or not any(
+        (tmp_path / "out" / "lima_callao").iterdir()
+    )
