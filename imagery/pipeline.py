@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
 from imagery.sources.local import require_bands
+from imagery.stageclock import CHANGE, COREG, READ, StageClock
 
 #: Band the co-registration matches on: NIR is stable across dates and sharp on built structure.
 COREG_BAND = CHANGE_BANDS.index("B08")
@@ -121,6 +122,7 @@ class TileResult:
     classes: np.ndarray
     looks_before: np.ndarray
     looks_after: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage (StageClock names)
 
 
 def _check_scenes(label: str, scenes: Sequence[Scene]) -> None:
@@ -267,33 +269,39 @@ def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
         return list(pool.map(lambda t: tile_tie_points(plan, source, t), plan.tiles()))
 
 
-def fit_pair(plan: RunPlan, source: SceneSource) -> PairModel:
+def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None) -> PairModel:
     """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
-    model once for the pair."""
+    model once for the pair; `clock` collects the seconds per stage."""
+    clock = clock or StageClock()
     gbox, origin = _fit_window(plan.grid.geobox())
-    before = read_composite(source, plan.before, gbox, plan.settings)
-    after = read_composite(source, plan.after, gbox, plan.settings)
+    with clock.stage(READ):
+        before = read_composite(source, plan.before, gbox, plan.settings)
+        after = read_composite(source, plan.after, gbox, plan.settings)
     if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
     coreg = params.coregistration
-    field, aligned = ShiftField(), after.bands
+    shift, aligned = ShiftField(), after.bands
     if coreg.enabled:
-        points = tie_points_by_tile(plan, source)
-        field = fit_shift_field(points, coreg)
-        if field.global_model.method == "none":
-            # Too few tie points in the whole run: one large window on the central composite.
-            central = coregister.estimate_shift(
-                before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
-            )
-            field = fit_shift_field(points, coreg, fallback=central)
-        aligned = field.apply(after.bands, origin)
-    b, a = _sample_pixels(before.bands, aligned)
-    if b.shape[-1] == 0:
-        raise InputError("no valid pixels common to the before and after scenes after co-registration")
-    norm = normalize.fit_normalization(b, a)
-    model = change.fit_change_model(before.bands, normalize.apply_normalization(aligned, norm), params.change)
-    return PairModel(shift=field, normalization=norm, change=model)
+        with clock.stage(COREG):
+            points = tie_points_by_tile(plan, source)
+            shift = fit_shift_field(points, coreg)
+            if shift.global_model.method == "none":
+                # Too few tie points in the whole run: one large window on the central composite.
+                central = coregister.estimate_shift(
+                    before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
+                )
+                shift = fit_shift_field(points, coreg, fallback=central)
+            aligned = shift.apply(after.bands, origin)
+    with clock.stage(CHANGE):
+        b, a = _sample_pixels(before.bands, aligned)
+        if b.shape[-1] == 0:
+            raise InputError("no valid pixels common to the before and after scenes after co-registration")
+        norm = normalize.fit_normalization(b, a)
+        model = change.fit_change_model(
+            before.bands, normalize.apply_normalization(aligned, norm), params.change
+        )
+    return PairModel(shift=shift, normalization=norm, change=model)
 
 
 def process_tile(
@@ -302,16 +310,20 @@ def process_tile(
     model: PairModel,
     settings: Settings,
     origin: tuple[int, int] = (0, 0),
+    clock: StageClock | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The per-tile change function: co-register, normalise, score and classify one window.
 
     Pure: arrays in, arrays out. `origin` is the window's (row, col) in the run grid, so the
-    fitted shift field is applied exactly as on the whole scene.
+    fitted shift field is applied exactly as on the whole scene; `clock` collects stage seconds.
     """
-    aligned = model.shift.apply(after.bands, origin) if settings.coregistration.enabled else after.bands
-    after_n = normalize.apply_normalization(aligned, model.normalization)
-    score = change.change_score(before.bands, after_n, model.change, settings.change)
-    classes = change.change_classes(before.bands, after_n, score, model.change, settings.change)
+    clock = clock or StageClock()
+    with clock.stage(COREG):
+        aligned = model.shift.apply(after.bands, origin) if settings.coregistration.enabled else after.bands
+    with clock.stage(CHANGE):
+        after_n = normalize.apply_normalization(aligned, model.normalization)
+        score = change.change_score(before.bands, after_n, model.change, settings.change)
+        classes = change.change_classes(before.bands, after_n, score, model.change, settings.change)
     return score, classes
 
 
@@ -319,12 +331,15 @@ def run_tile(plan: RunPlan, model: PairModel, source: SceneSource, tile: Tile) -
     """Read both periods for one tile (with halo), run `process_tile`, crop the halo."""
     gbox = plan.grid.geobox()
     padded, origin, inner = tile.padded(gbox, plan.halo)
-    before = read_composite(source, plan.before, padded, plan.settings)
-    after = read_composite(source, plan.after, padded, plan.settings)
-    score, classes = process_tile(before, after, model, plan.settings, origin)
+    clock = StageClock()
+    with clock.stage(READ):
+        before = read_composite(source, plan.before, padded, plan.settings)
+        after = read_composite(source, plan.after, padded, plan.settings)
+    score, classes = process_tile(before, after, model, plan.settings, origin, clock)
     return TileResult(
         score=score[inner], classes=classes[inner],
         looks_before=before.valid_looks[inner], looks_after=after.valid_looks[inner],
+        seconds=clock.seconds,
     )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def save_tile(result: TileResult, path: Path) -> Path:
         np.savez(
             fh, score=result.score, classes=result.classes,
             looks_before=result.looks_before, looks_after=result.looks_after,
+            seconds=np.asarray(json.dumps(result.seconds)),
         )  # fmt: skip
     return path
 
@@ -30,9 +32,10 @@ def load_tile(path: Path) -> TileResult | None:
     """A saved tile, or None when it is missing or unreadable (then it is recomputed)."""
     try:
         with np.load(path) as data:
+            seconds = json.loads(str(data["seconds"])) if "seconds" in data.files else {}
             return TileResult(
                 score=data["score"], classes=data["classes"],
-                looks_before=data["looks_before"], looks_after=data["looks_after"],
+                looks_before=data["looks_before"], looks_after=data["looks_after"], seconds=seconds,
             )  # fmt: skip
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, json.JSONDecodeError):
         return None
