@@ -1,0 +1,83 @@
+"""The aligned-grid fast path of read_band gives what GDAL's warp gives, pixel for pixel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+
+from imagery.sources.raster import alignment, read_band
+from tests.scenes import UTM_ORIGIN, write_band
+
+GRID = Affine(10.0, 0, UTM_ORIGIN[0], 0, -10.0, UTM_ORIGIN[1])
+
+
+def _warped(path: Path, gbox: GeoBox, resampling: Resampling) -> np.ndarray:
+    """GDAL's answer: the general path's WarpedVRT."""
+    with rasterio.open(path) as src, WarpedVRT(
+        src, crs=str(gbox.crs), transform=gbox.affine, width=gbox.shape.x, height=gbox.shape.y,
+        resampling=resampling, src_nodata=src.nodata if src.nodata is not None else 0, nodata=0,
+    ) as vrt:  # fmt: skip
+        return vrt.read(1)
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    """A 10 m band, a 20 m band with no-data holes and a 20 m class band, on one 10 m grid."""
+    rng = np.random.default_rng(3)
+    b02 = rng.integers(1, 12000, (300, 260)).astype(np.uint16)
+    b11 = rng.integers(1, 12000, (150, 130)).astype(np.uint16)
+    b11[40:47, 20:31] = 0
+    b11[100, 100] = 0
+    scl = rng.integers(0, 12, (150, 130)).astype(np.uint8)
+    return {
+        "B02": write_band(tmp_path / "T_B02.tif", b02, GRID, tags=None),
+        "B11": write_band(tmp_path / "T_B11_20m.tif", b11, GRID * Affine.scale(2)),
+        "SCL": write_band(tmp_path / "T_SCL_20m.tif", scl, GRID * Affine.scale(2)),
+    }
+
+
+#: Windows of the 10 m grid (row0, col0, height, width): inside, at odd offsets, over every edge.
+WINDOWS = [(0, 0, 300, 260), (37, 51, 101, 77), (1, 3, 64, 64), (-5, -9, 40, 50), (280, 240, 40, 40),
+           (-20, 250, 330, 30), (120, -40, 33, 333), (299, 259, 8, 8)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("band", "categorical", "resampling"),
+    [
+        ("B02", False, Resampling.bilinear),
+        ("B11", False, Resampling.bilinear),
+        ("SCL", True, Resampling.nearest),
+    ],
+)
+def test_aligned_read_equals_gdal_warp(
+    tmp_path: Path, band: str, categorical: bool, resampling: Resampling
+) -> None:
+    path = _files(tmp_path)[band]
+    for row0, col0, height, width in WINDOWS:
+        gbox = GeoBox((height, width), GRID * Affine.translation(col0, row0), "EPSG:32718")
+        with rasterio.open(path) as src:
+            assert alignment(src, gbox) is not None
+        fast = read_band(str(path), gbox, categorical=categorical)
+        assert fast.dtype == (np.uint8 if band == "SCL" else np.uint16)
+        np.testing.assert_array_equal(fast, _warped(path, gbox, resampling), err_msg=f"{band} {row0, col0}")
+
+
+def test_grids_that_do_not_align_take_the_warp(tmp_path: Path) -> None:
+    path = _files(tmp_path)["B11"]
+    half_pixel = GeoBox((50, 50), GRID * Affine.translation(10.5, 3), "EPSG:32718")
+    coarser = GeoBox((50, 50), GRID * Affine.scale(4), "EPSG:32718")  # 20 m -> 40 m averages
+    other_crs = GeoBox((50, 50), Affine(10.0, 0, 500_000, 0, -10.0, 8_670_000), "EPSG:32717")
+    with rasterio.open(path) as src:
+        assert alignment(src, half_pixel) is None
+        assert alignment(src, coarser) is None
+        assert alignment(src, other_crs) is None
+    np.testing.assert_array_equal(
+        read_band(str(path), half_pixel), _warped(path, half_pixel, Resampling.bilinear)
+    )
+    np.testing.assert_array_equal(read_band(str(path), coarser), _warped(path, coarser, Resampling.average))
