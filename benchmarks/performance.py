@@ -389,6 +389,8 @@ def report(
         f"({'processes' if args.processes else 'threads'}), tile {args.tile_size} px",
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine()}",
+        f"- load average (1 min) at start / end of the measurements: {args.load[0]:.1f} / "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (above the core count: the machine was shared)",
         f"- command: `.venv/bin/python benchmarks/performance.py {command_line(args)}`",
         f"- inputs: {len(files)} files, {in_bytes / 1e9:.2f} GB decoded "
         f"({sum(f.stat().st_size for f in files) / 1e9:.2f} GB on disk), {pipe.result['tile_count']} tiles",
@@ -508,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
                 pass
     run_peer = args.peer == "yes" or (args.peer == "auto" and (args.tiny or args.scale <= 1.0))
     measured: dict[str, Measured] = {}
+    args.load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="vigia-perf-", dir=args.data_dir) as tmp:
         for name in ("decode", "pipeline", *(("peer",) if run_peer else ())):
             print(f"measuring {name} ...", flush=True)

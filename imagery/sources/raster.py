@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
@@ -107,22 +108,26 @@ def _read_aligned(
     # File pixel under each grid pixel's centre; grid pixels whose centre is off the file are no data.
     rows = np.floor_divide(at.row + np.arange(ny), k)
     cols = np.floor_divide(at.col + np.arange(nx), k)
-    r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, src.height)
-    c0, c1 = max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, src.width)
+    bilinear = k > 1 and not categorical
+    margin = 1 if bilinear else 0  # bilinear weights reach one file pixel beyond the centre's
+    r0, r1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, src.height)
+    c0, c1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, src.width)
     out = np.zeros((ny, nx), src.dtypes[band - 1])
     if r0 >= r1 or c0 >= c1:
         return out
     data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
-    inside_r = (rows >= 0) & (rows < src.height)
-    inside_c = (cols >= 0) & (cols < src.width)
-    valid = data != src_nodata
-    centre = np.ix_(rows[inside_r] - r0, cols[inside_c] - c0)
-    if k == 1 or categorical:
-        values = data[centre]
-    else:
-        values = _bilinear_upsample(data, valid, at, (r0, c0), inside_r, inside_c)
-    values[~valid[centre]] = 0  # as GDAL: no data where the pixel under the centre is no data
-    out[np.ix_(inside_r, inside_c)] = values
+    inside_r = np.flatnonzero((rows >= 0) & (rows < src.height))
+    inside_c = np.flatnonzero((cols >= 0) & (cols < src.width))
+    if inside_r.size == 0 or inside_c.size == 0:
+        return out
+    rs, cs = slice(inside_r[0], inside_r[-1] + 1), slice(inside_c[0], inside_c[-1] + 1)
+    if bilinear:
+        values = _bilinear_upsample(data, data != src_nodata, at, (r0, c0), inside_r, inside_c)
+    else:  # nearest: the window itself (k == 1) or each file pixel repeated k x k times
+        values = data if k == 1 else data[np.ix_(rows[rs] - r0, cols[cs] - c0)]
+        if src_nodata != 0:
+            values[values == src_nodata] = 0
+    out[rs, cs] = values
     return out
 
 
@@ -134,42 +139,49 @@ def _bilinear_upsample(
     inside_r: np.ndarray,
     inside_c: np.ndarray,
 ) -> np.ndarray:
-    """Bilinear values at the grid pixel centres from a file window whose pixels are `at.factor`
-    grid pixels wide, no-data neighbours left out of the weights (as GDAL's warp does), rounded
-    back to the file's integer type."""
+    """Bilinear values at the centres of grid pixels `inside_r` x `inside_c` (GeoBox indices) from a
+    file window at `origin` whose pixels are `at.factor` grid pixels wide, as GDAL's warp computes
+    them: no-data neighbours left out of the weights, no data where the pixel under the centre is
+    no data, rounded back to the file's integer type."""
     k = at.factor
-    pos_r = (at.row + np.flatnonzero(inside_r) + 0.5) / k - 0.5 - origin[0]
-    pos_c = (at.col + np.flatnonzero(inside_c) + 0.5) / k - 0.5 - origin[1]
-    values = np.where(valid, data, 0).astype(np.float32)
-    weights = valid.astype(np.float32)
-    values, weights = _lerp(values, weights, pos_r, axis=0)
-    values, weights = _lerp(values, weights, pos_c, axis=1)
-    ok = weights > 1e-6
-    result = np.where(ok, values / np.where(ok, weights, 1), 0)
-    if np.issubdtype(data.dtype, np.integer):
-        info = np.iinfo(data.dtype)
-        result = np.clip(np.floor(result + 0.5), info.min, info.max)
-    return result.astype(data.dtype)
+    pos_r = (at.row + inside_r + 0.5) / k - 0.5 - origin[0]
+    pos_c = (at.col + inside_c + 0.5) / k - 0.5 - origin[1]
+    out = np.empty((pos_r.size, pos_c.size), data.dtype)
+    _bilinear(data, valid, pos_r, pos_c, np.issubdtype(data.dtype, np.integer), out)
+    return out
 
 
-def _lerp(
-    values: np.ndarray, weights: np.ndarray, pos: np.ndarray, axis: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted values and weights interpolated linearly at fractional indices `pos` along `axis`
-    (neighbours off the array count as no data)."""
-    n = values.shape[axis]
-    lo = np.floor(pos).astype(np.intp)
-    frac = (pos - lo).astype(np.float32)
-    w_lo, w_hi = 1 - frac, frac
-    w_lo[lo < 0] = 0
-    w_hi[lo + 1 > n - 1] = 0
-    i_lo, i_hi = np.clip(lo, 0, n - 1), np.clip(lo + 1, 0, n - 1)
-    shape = (-1, 1) if axis == 0 else (1, -1)
-    w_lo, w_hi = w_lo.reshape(shape), w_hi.reshape(shape)
-    take = np.take
-    num = take(values, i_lo, axis=axis) * w_lo + take(values, i_hi, axis=axis) * w_hi
-    den = take(weights, i_lo, axis=axis) * w_lo + take(weights, i_hi, axis=axis) * w_hi
-    return num, den
+@numba.njit(cache=True, nogil=True)
+def _bilinear(
+    data: np.ndarray, valid: np.ndarray, pos_r: np.ndarray, pos_c: np.ndarray, to_int: bool, out: np.ndarray
+) -> None:  # pragma: no cover
+    nr, nc = data.shape
+    for i in range(pos_r.size):
+        r0 = int(np.floor(pos_r[i]))
+        fr = pos_r[i] - r0
+        r_centre = int(np.floor(pos_r[i] + 0.5))
+        for j in range(pos_c.size):
+            if not valid[r_centre, int(np.floor(pos_c[j] + 0.5))]:
+                out[i, j] = 0
+                continue
+            c0 = int(np.floor(pos_c[j]))
+            fc = pos_c[j] - c0
+            num = 0.0
+            den = 0.0
+            for dr in range(2):
+                r = r0 + dr
+                if r < 0 or r >= nr:
+                    continue
+                wr = fr if dr else 1.0 - fr
+                for dc in range(2):
+                    c = c0 + dc
+                    if c < 0 or c >= nc or not valid[r, c]:
+                        continue
+                    w = wr * (fc if dc else 1.0 - fc)
+                    num += w * data[r, c]
+                    den += w
+            value = num / den if den > 1e-6 else 0.0
+            out[i, j] = np.floor(value + 0.5) if to_int else value
 
 
 def to_reflectance(dn: np.ndarray, boa_offset: float = 0.0) -> np.ndarray:
