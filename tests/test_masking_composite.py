@@ -46,3 +46,23 @@ def test_same_day_granules_merge_without_double_counting() -> None:
     assert merged[0].tolist() == [[0.1, 0.1], [0.3, 0.3]] or np.allclose(merged[0], [[0.1, 0.1], [0.3, 0.3]])
     _, count = median_composite([merged])
     assert count.max() == 1
+
+
+def test_median_composite_equals_numpy_nanmedian_of_the_valid_looks() -> None:
+    import warnings
+
+    rng = np.random.default_rng(0)
+    for n_looks in (1, 2, 3, 4, 5):
+        looks = [rng.random((6, 40, 50), dtype=np.float32) for _ in range(n_looks)]
+        for look in looks:
+            look[rng.random(look.shape) < 0.1] = np.nan
+        stack = np.stack(looks)
+        pixel_valid = np.isfinite(stack).all(axis=1)
+        stack[~np.broadcast_to(pixel_valid[:, None], stack.shape)] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(stack, axis=0).astype(np.float32)
+        comp, count = median_composite(looks)
+        np.testing.assert_array_equal(comp, expected)
+        np.testing.assert_array_equal(count, pixel_valid.sum(axis=0))
+        assert comp.dtype == np.float32 and count.dtype == np.uint8
