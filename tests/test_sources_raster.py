@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
+from imagery.sources.open_rasters import OpenRasters
 from imagery.sources.raster import alignment, read_band
 from tests.scenes import UTM_ORIGIN, write_band
 
@@ -81,3 +83,25 @@ def test_grids_that_do_not_align_take_the_warp(tmp_path: Path) -> None:
         read_band(str(path), half_pixel), _warped(path, half_pixel, Resampling.bilinear)
     )
     np.testing.assert_array_equal(read_band(str(path), coarser), _warped(path, coarser, Resampling.average))
+
+
+def test_open_rasters_reuse_a_file_until_it_changes_on_disk(tmp_path: Path) -> None:
+    gbox = GeoBox((20, 20), GRID, "EPSG:32718")
+    path = write_band(tmp_path / "T_B02.tif", np.full((20, 20), 7, np.uint16), GRID)
+    assert (read_band(str(path), gbox) == 7).all()
+    files = OpenRasters(size=2)
+    with files.reading(str(path)) as first:
+        pass
+    with files.reading(str(path)) as again:
+        assert again is first and not first.closed
+    write_band(path, np.full((20, 20), 9, np.uint16), GRID)  # rewritten in place: a new file
+    os.utime(path, ns=(1, 1))
+    assert (read_band(str(path), gbox) == 9).all()
+    with files.reading(str(path)) as fresh:
+        assert fresh is not first
+    others = [write_band(tmp_path / f"T{i}_B03.tif", np.ones((4, 4), np.uint16), GRID) for i in range(2)]
+    for other in others:
+        with files.reading(str(other)):
+            pass
+    assert fresh.closed  # least recently used beyond `size`
+    files.close()

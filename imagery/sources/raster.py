@@ -18,9 +18,13 @@ from rasterio.windows import Window
 
 from imagery.errors import InputError
 from imagery.sentinel2 import QUANTIFICATION_VALUE
+from imagery.sources.open_rasters import OpenRasters
 
-#: GDAL settings for reads: a modest block cache and threaded decoding of the COG blocks.
-GDAL_READ_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
+#: GDAL settings for reads: a block cache (bytes) that holds the blocks along the edges of a row of
+#: tiles, so the next tiles' halos are not decoded again, and threaded decoding of the COG blocks.
+GDAL_READ_ENV = {"GDAL_CACHEMAX": 512 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
+#: Files kept open between reads in this process (their decoded blocks stay in GDAL's cache).
+OPEN_RASTERS = OpenRasters()
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = Fal
     plain window and upsampled in numpy with the warp's own rules (nearest for categorical
     bands, bilinear otherwise, no data excluded); any other grid is warped by GDAL."""
     try:
-        with rasterio.Env(**GDAL_READ_ENV), rasterio.open(href) as src:
+        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as src:
             if band > src.count:
                 raise InputError(f"{href}: has {src.count} band(s), band {band} was requested")
             src_nodata = src.nodata if src.nodata is not None else 0
