@@ -66,16 +66,27 @@ def extract_hotspots(
         return gpd.GeoDataFrame(columns=[*HOTSPOT_COLUMNS, "geometry"], geometry="geometry", crs=gbox.crs)
     index = np.arange(1, n + 1)
     pixel_area = pixel_area_m2(gbox)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    safe_score = np.where(np.isfinite(score), score, 0).astype(np.float32)
-    mean = np.asarray(ndimage.mean(safe_score, labels, index))
-    peak = np.asarray(ndimage.maximum(safe_score, labels, index))
-    per_class = np.stack([np.bincount(labels[classes == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES])
+    # Statistics over the changed pixels only (a few percent of the grid): no full-grid copies.
+    changed = np.flatnonzero(man_made)
+    label_of = labels.ravel()[changed]
+    score_of = score.ravel()[changed]
+    score_of = np.where(np.isfinite(score_of), score_of, 0).astype(np.float32)
+    counts = np.bincount(label_of, minlength=n + 1)[1:]
+    mean = np.bincount(label_of, weights=score_of, minlength=n + 1)[1:] / counts
+    peak = np.zeros(n + 1, np.float32)
+    np.maximum.at(peak, label_of, score_of)
+    peak = peak[1:]
+    class_of = classes.ravel()[changed]
+    per_class = np.stack(
+        [np.bincount(label_of[class_of == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES]
+    )
+    del changed, label_of, score_of, class_of
     dominant = np.asarray(MAN_MADE_CLASSES)[per_class.argmax(axis=0)]
     polygons: dict[int, list[object]] = {}
     for geom, value in rasterio.features.shapes(
-        labels.astype(np.int32), mask=man_made, connectivity=8, transform=gbox.affine
-    ):
+        labels if labels.dtype == np.int32 else labels.astype(np.int32),
+        mask=man_made, connectivity=8, transform=gbox.affine,
+    ):  # fmt: skip
         polygons.setdefault(int(value), []).append(shape(geom))
     geoms = [unary_union(polygons[i]) for i in index]
     frame = gpd.GeoDataFrame(

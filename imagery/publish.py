@@ -69,6 +69,11 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
     return score_path, class_path, coverage
 
 
+#: GDAL settings while publishing: a bounded block cache (bytes) for the scratch mosaics and COG writes
+#: (GDAL's default, 5 % of the machine's memory, would hold whole scratch rasters in memory).
+GDAL_WRITE_ENV = {"GDAL_CACHEMAX": 256 * 2**20}
+
+
 def publish(
     plan: RunPlan,
     model: PairModel,
@@ -85,6 +90,21 @@ def publish(
     `districts`: boundaries as from `imagery.districts.load_districts` (district, ubigeo).
     `seen`: what earlier runs saw (hotspot id -> first/last seen), from the run ledger; without
     it every hotspot is "new". `clock` collects the seconds per stage."""
+    with rasterio.Env(**GDAL_WRITE_ENV):
+        return _publish(plan, model, tile_dir, out_dir, districts=districts, seen=seen, clock=clock)
+
+
+def _publish(
+    plan: RunPlan,
+    model: PairModel,
+    tile_dir: Path,
+    out_dir: Path,
+    *,
+    districts: gpd.GeoDataFrame | None = None,
+    seen: SeenBefore | None = None,
+    clock: StageClock | None = None,
+) -> dict[str, Path]:
+    """`publish` inside its GDAL environment."""
     clock = clock or StageClock()
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch_dir = out_dir / ".scratch"

@@ -14,13 +14,14 @@ import rasterio
 #: Open files kept per process (a run reads 7 bands x a few looks per period).
 MAX_OPEN = 96
 
-_Key = tuple[str, tuple[int, int] | None]
+_Key = tuple[str, tuple[int, int]]
 
 
 class OpenRasters:
-    """Datasets opened once and shared by the threads of a process, one lock per dataset (a GDAL
-    dataset must not be read by two threads at once). A local file that changed on disk (size or
-    modification time) is opened afresh; the least recently used files are closed beyond `size`."""
+    """Local files opened once and shared by the threads of a process, one lock per dataset (a GDAL
+    dataset must not be read by two threads at once). A file that changed on disk (size or
+    modification time) is opened afresh; the least recently used files are closed beyond `size`.
+    URLs are opened for each read, so every read sees the server (its faults, its retries)."""
 
     def __init__(self, size: int = MAX_OPEN) -> None:
         self.size = size
@@ -31,7 +32,12 @@ class OpenRasters:
     def reading(self, href: str) -> Iterator[rasterio.io.DatasetReader]:
         """The open dataset of `href`, held exclusively for the block; opened on first use
         (inside the caller's rasterio.Env), errors as from `rasterio.open`."""
-        key = (href, _stamp(href))
+        stamp = _stamp(href)
+        if stamp is None:
+            with rasterio.open(href) as dataset:
+                yield dataset
+            return
+        key = (href, stamp)
         with self._lock:
             entry = self._open.pop(key, None)
             if entry is None:
