@@ -91,73 +91,61 @@ def publish(
     `seen`: what earlier runs saw (hotspot id -> first/last seen), from the run ledger; without
     it every hotspot is "new". `clock` collects the seconds per stage."""
     with rasterio.Env(**GDAL_WRITE_ENV):
-        return _publish(plan, model, tile_dir, out_dir, districts=districts, seen=seen, clock=clock)
-
-
-def _publish(
-    plan: RunPlan,
-    model: PairModel,
-    tile_dir: Path,
-    out_dir: Path,
-    *,
-    districts: gpd.GeoDataFrame | None = None,
-    seen: SeenBefore | None = None,
-    clock: StageClock | None = None,
-) -> dict[str, Path]:
-    """`publish` inside its GDAL environment."""
-    clock = clock or StageClock()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scratch_dir = out_dir / ".scratch"
-    scratch_dir.mkdir(exist_ok=True)
-    gbox = plan.grid.geobox()
-    with clock.stage(MOSAIC):
-        score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
-    with clock.stage(HOTSPOTS):
-        min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox)))
-        with rasterio.open(class_tmp, "r+") as ds:
-            classes = remove_small_patches(ds.read(1), min_px)
-            ds.write(classes, 1)
-        with rasterio.open(score_tmp) as ds:
-            score = ds.read(1)
-        before_date = max(s.acquired for s in plan.before)
-        after_date = max(s.acquired for s in plan.after)
-        hotspots = extract_hotspots(classes, score, gbox, before_date=before_date, after_date=after_date)
-        hotspots = mark_history(hotspots, seen)
-        grid = priority_grid(classes, score, gbox, hotspots, cell_m=plan.settings.layers.grid_cell_m)
-        del score
-        summary = None
-        if districts is not None:
-            hotspots = attribute_districts(hotspots, districts)
-            grid = attribute_districts(grid, districts, key="cell_id")
-            summary = district_summary(districts, hotspots, gbox.extent.geom, gbox.crs)
-    with clock.stage(MOSAIC):
-        outputs = {
-            "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
-                                       description=SCORE_DESCRIPTION, categorical=False,
-                                       predictor="FLOATING_POINT"),
-            "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
-                                       description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
-        }  # fmt: skip
-    with clock.stage(HOTSPOTS):
-        outputs |= write_vector_layers(
-            out_dir, run_crs=str(gbox.crs), run_extent=_bounds(gbox), hotspots=hotspots,
-            priority_grid=grid, districts=summary, score_threshold=plan.settings.change.score_threshold,
-            title=f"Vigía {plan.aoi_name} {after_date.isoformat()}",
-        )  # fmt: skip
-    with clock.stage(METADATA):
-        counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
-        metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
-        if districts is not None:
-            metadata["districts"] = {
-                k: districts.attrs.get(k) for k in ("source", "skipped_without_geometry")
-            }
-        metadata["layers"] = sorted(p.name for p in outputs.values())
-        outputs["run"] = write_json(metadata, out_dir / "run.json")
-        outputs["report"] = write_report(out_dir, metadata, hotspots, summary)
-    for leftover in scratch_dir.iterdir():
-        leftover.unlink()
-    scratch_dir.rmdir()
-    return outputs
+        clock = clock or StageClock()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scratch_dir = out_dir / ".scratch"
+        scratch_dir.mkdir(exist_ok=True)
+        gbox = plan.grid.geobox()
+        with clock.stage(MOSAIC):
+            score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
+        with clock.stage(HOTSPOTS):
+            min_px = max(
+                1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox))
+            )
+            with rasterio.open(class_tmp, "r+") as ds:
+                classes = remove_small_patches(ds.read(1), min_px)
+                ds.write(classes, 1)
+            with rasterio.open(score_tmp) as ds:
+                score = ds.read(1)
+            before_date = max(s.acquired for s in plan.before)
+            after_date = max(s.acquired for s in plan.after)
+            hotspots = extract_hotspots(classes, score, gbox, before_date=before_date, after_date=after_date)
+            hotspots = mark_history(hotspots, seen)
+            grid = priority_grid(classes, score, gbox, hotspots, cell_m=plan.settings.layers.grid_cell_m)
+            del score
+            summary = None
+            if districts is not None:
+                hotspots = attribute_districts(hotspots, districts)
+                grid = attribute_districts(grid, districts, key="cell_id")
+                summary = district_summary(districts, hotspots, gbox.extent.geom, gbox.crs)
+        with clock.stage(MOSAIC):
+            outputs = {
+                "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
+                                           description=SCORE_DESCRIPTION, categorical=False,
+                                           predictor="FLOATING_POINT"),
+                "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
+                                           description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
+            }  # fmt: skip
+        with clock.stage(HOTSPOTS):
+            outputs |= write_vector_layers(
+                out_dir, run_crs=str(gbox.crs), run_extent=_bounds(gbox), hotspots=hotspots,
+                priority_grid=grid, districts=summary, score_threshold=plan.settings.change.score_threshold,
+                title=f"Vigía {plan.aoi_name} {after_date.isoformat()}",
+            )  # fmt: skip
+        with clock.stage(METADATA):
+            counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
+            metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
+            if districts is not None:
+                metadata["districts"] = {
+                    k: districts.attrs.get(k) for k in ("source", "skipped_without_geometry")
+                }
+            metadata["layers"] = sorted(p.name for p in outputs.values())
+            outputs["run"] = write_json(metadata, out_dir / "run.json")
+            outputs["report"] = write_report(out_dir, metadata, hotspots, summary)
+        for leftover in scratch_dir.iterdir():
+            leftover.unlink()
+        scratch_dir.rmdir()
+        return outputs
 
 
 def run_metadata(
