@@ -52,7 +52,10 @@ def test_tiled_run_equals_whole_scene_run(small_demo: Path, tmp_path: Path) -> N
 
     score_t, score_w = _read(tiled_run / "change_score.tif"), _read(whole_run / "change_score.tif")
     assert np.isfinite(score_w).mean() > 0.5
-    np.testing.assert_array_equal(score_t, score_w)
+    # Equal up to float32 rounding: window sums (change.py's structure factor) accumulate from the
+    # window's edge, so a pixel's last bit can depend on where its tile starts. Classes are exact.
+    np.testing.assert_allclose(score_t, score_w, rtol=0, atol=1e-6)
+    assert np.array_equal(np.isnan(score_t), np.isnan(score_w))
     class_t, class_w = _read(tiled_run / "change_class.tif"), _read(whole_run / "change_class.tif")
     assert np.isin([1, 2, 3], class_w).all(), "the scene should hold man-made change"
     np.testing.assert_array_equal(class_t, class_w)
