@@ -17,12 +17,11 @@ def merge_same_day(looks: Sequence[np.ndarray]) -> np.ndarray:
     return merged
 
 
-def median_composite(looks: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def median_composite(looks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Median of valid (non-NaN) looks per pixel and band, and the valid-look count per pixel.
 
-    `looks` are (bands, y, x) float32 arrays, or one (looks, bands, y, x) float32 stack (read, not
-    copied), with NaN where a look is masked. A pixel is valid in a look only when all its bands
-    are, so the count is per pixel. Same values as `np.nanmedian`
+    `looks` are (bands, y, x) float32 arrays with NaN where a look is masked. A pixel is valid in a
+    look only when all its bands are, so the count is per pixel. Same values as `np.nanmedian`
     over the valid looks (float32), in one pass without sorting the whole stack.
     """
     if len(looks) == 0:
