@@ -26,15 +26,7 @@ def median_composite(looks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarra
     """
     if len(looks) == 0:
         raise ValueError("median_composite needs at least one look")
-    if (
-        isinstance(looks, np.ndarray)
-        and looks.ndim == 4
-        and looks.dtype == np.float32
-        and looks.flags.c_contiguous
-    ):
-        stack = looks
-    else:
-        stack = np.stack([np.asarray(look, np.float32) for look in looks])  # (looks, bands, y, x)
+    stack = np.stack([np.asarray(look, np.float32) for look in looks])  # (looks, bands, y, x)
     composite = np.empty(stack.shape[1:], np.float32)
     count = np.empty(stack.shape[2:], np.uint8)
     _median_of_valid_looks(stack, composite, count)
