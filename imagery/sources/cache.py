@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from imagery.errors import VigiaError
+from imagery.sources.base import Scene
+
+#: Days after its end a period is settled: catalogues have ingested its scenes, so a search result
+#: for it may be cached; a more recent period is always asked afresh.
+SETTLED_AFTER_DAYS = 10
 
 
 class CorruptPayload(VigiaError):
@@ -99,6 +105,29 @@ class FetchCache:
         for path in self.root.glob("??/*"):
             if not path.name.startswith(".") and path.suffix != ".lock":
                 yield path
+
+
+def search_settled(
+    cache: FetchCache, parts: Mapping[str, Any], end: date, search: Callable[[], list[Scene]]
+) -> list[Scene]:
+    """`search()`, answered from the cache when the period ended more than SETTLED_AFTER_DAYS ago."""
+    if (date.today() - end).days <= SETTLED_AFTER_DAYS:
+        return search()
+
+    def fetch(tmp: Path) -> None:
+        tmp.write_text(json.dumps([s.model_dump(mode="json") for s in search()]))
+
+    path = cache.get_or_fetch({**parts, "end": end.isoformat()}, fetch, validate=_scene_list, suffix=".json")
+    return [Scene.model_validate(doc) for doc in json.loads(path.read_text())]
+
+
+def _scene_list(path: Path) -> None:
+    """Raise unless `path` holds a JSON list of scenes (a cached search result)."""
+    try:
+        for doc in json.loads(path.read_text()):
+            Scene.model_validate(doc)
+    except (ValueError, TypeError) as exc:
+        raise CorruptPayload(f"{path.name}: not a cached scene list ({exc})") from None
 
 
 @contextmanager

@@ -58,15 +58,22 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def raise_for_http(status: int, headers: Mapping[str, str], what: str, setting: str) -> None:
-    """Map an HTTP status to TransientError / SourceAuthError / SourceError; return on success."""
+def http_fault(status: int, headers: Mapping[str, str], what: str, setting: str) -> Exception | None:
+    """The fault an HTTP status means: TransientError / SourceAuthError / SourceError; None on success."""
     if status < 400:
-        return
+        return None
     if status in (401, 403):
-        raise SourceAuthError(f"{what}: HTTP {status}, credentials refused: check {setting}")
+        return SourceAuthError(f"{what}: HTTP {status}, credentials refused: check {setting}")
     if status == 429 or status >= 500 or status == 408:
-        raise TransientError(f"{what}: HTTP {status}", retry_after_seconds(headers))
-    raise SourceError(f"{what}: HTTP {status}")
+        return TransientError(f"{what}: HTTP {status}", retry_after_seconds(headers))
+    return SourceError(f"{what}: HTTP {status}")
+
+
+def raise_for_http(status: int, headers: Mapping[str, str], what: str, setting: str) -> None:
+    """Raise the fault an HTTP status means (see `http_fault`); return on success."""
+    fault = http_fault(status, headers, what, setting)
+    if fault is not None:
+        raise fault
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, retry_after: float | None) -> float:

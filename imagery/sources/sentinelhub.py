@@ -11,9 +11,8 @@ harmonised (the 04.00 offset removed by the service). Every response is cached b
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,10 +40,16 @@ from shapely.ops import unary_union
 
 from imagery.aoi import AOI
 from imagery.config import Settings
-from imagery.errors import SourceError, VigiaError
+from imagery.errors import VigiaError
 from imagery.sources.base import Scene
-from imagery.sources.cache import CorruptPayload, FetchCache, validate_raster
-from imagery.sources.retry import RetryPolicy, SourceAuthError, TransientError, call_with_retries
+from imagery.sources.cache import CorruptPayload, FetchCache, search_settled, validate_raster
+from imagery.sources.retry import (
+    RetryPolicy,
+    SourceAuthError,
+    TransientError,
+    call_with_retries,
+    http_fault,
+)
 
 T = TypeVar("T")
 
@@ -54,8 +59,6 @@ L2A_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09
 #: One OAuth session per endpoint and credentials in this process (the client's own cache is keyed
 #: on the client id alone, so a changed secret would silently reuse the old token).
 _SESSIONS: dict[tuple[str, str, str], SentinelHubSession] = {}
-#: Catalogue periods older than this are settled: their search results are cached too.
-SETTLED_AFTER_DAYS = 5
 
 
 def _evalscript(bands: Sequence[str], categorical: bool) -> str:
@@ -145,7 +148,11 @@ class SentinelHubSource:
                         f"check {CREDENTIAL_SETTINGS}"
                     ) from None
                 if isinstance(exc, HTTPError) and exc.response is not None:
-                    raise _translate_status(exc.response.status_code, what) from None
+                    fault = http_fault(
+                        exc.response.status_code, exc.response.headers, what, CREDENTIAL_SETTINGS
+                    )
+                    if fault is not None:
+                        raise fault from None
                 raise
 
         return call_with_retries(attempt, self.policy, what)
@@ -154,34 +161,22 @@ class SentinelHubSource:
 
     def search(self, aoi: AOI, start: date, end: date, max_cloud: float = 100.0) -> list[Scene]:
         """One scene per acquisition date in [start, end] with catalogue cloud cover <= max_cloud."""
-        settled = end < date.today() - timedelta(days=SETTLED_AFTER_DAYS)
         key = {
             "kind": "catalog", "url": self.settings.sh_base_url, "collection": "sentinel-2-l2a",
-            "aoi": aoi.geometry.wkt, "start": start.isoformat(), "end": end.isoformat(),
-            "max_cloud": max_cloud,
+            "aoi": aoi.geometry.wkt, "start": start.isoformat(), "max_cloud": max_cloud,
         }  # fmt: skip
-        if settled and (hit := self.cache.get(key, suffix=".json")) is not None:
-            return [Scene.model_validate(s) for s in json.loads(hit.read_text())]
-        catalog = SentinelHubCatalog(config=self._authorised_config())
 
-        def run() -> list[dict[str, Any]]:
+        def run() -> list[Scene]:
+            catalog = SentinelHubCatalog(config=self._authorised_config())
             results = catalog.search(
                 self._collection(), time=(start.isoformat(), end.isoformat()),
                 geometry=Geometry(aoi.geometry, SHCRS.WGS84), filter=f"eo:cloud_cover <= {max_cloud}",
                 fields={"include": ["id", "geometry", "properties.datetime", "properties.eo:cloud_cover"]},
             )  # fmt: skip
-            return list(results)
+            return _scenes_by_day(list(results))
 
-        items = self._call(run, f"POST {self.settings.sh_base_url}/api/v1/catalog/1.0.0/search")
-        scenes = _scenes_by_day(items)
-        if settled:
-            payload = [s.model_dump(mode="json") for s in scenes]
-
-            def write(path: Path) -> None:
-                path.write_text(json.dumps(payload))
-
-            self.cache.get_or_fetch(key, write, lambda p: None, ".json")
-        return scenes
+        what = f"POST {self.settings.sh_base_url}/api/v1/catalog/1.0.0/search"
+        return search_settled(self.cache, key, end, lambda: self._call(run, what))
 
     # -- pixels ------------------------------------------------------------------------------
 
@@ -249,18 +244,13 @@ class SentinelHubSource:
 
 
 def _translate(exc: DownloadFailedException, what: str) -> Exception:
+    """The client's failure as ours: HTTP statuses mapped by `http_fault`, anything else transient."""
     response = getattr(exc.request_exception, "response", None)
-    if response is not None:
-        return _translate_status(response.status_code, what)
+    if response is not None and (
+        fault := http_fault(response.status_code, response.headers, what, CREDENTIAL_SETTINGS)
+    ):
+        return fault
     return TransientError(f"{what}: {type(exc.request_exception).__name__}")
-
-
-def _translate_status(status: int, what: str) -> Exception:
-    if status in (401, 403):
-        return SourceAuthError(f"{what}: HTTP {status}, credentials refused: check {CREDENTIAL_SETTINGS}")
-    if status == 429 or status >= 500 or status == 408:
-        return TransientError(f"{what}: HTTP {status}")
-    return SourceError(f"{what}: HTTP {status}")
 
 
 def _scenes_by_day(items: Sequence[dict[str, Any]]) -> list[Scene]:

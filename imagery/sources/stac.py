@@ -29,7 +29,7 @@ from imagery.aoi import AOI
 from imagery.errors import InputError, SourceError
 from imagery.sentinel2 import boa_offset
 from imagery.sources.base import Scene
-from imagery.sources.cache import CorruptPayload, FetchCache, validate_raster, write_array_tif
+from imagery.sources.cache import FetchCache, search_settled, validate_raster, write_array_tif
 from imagery.sources.local import read_raw_band, read_scene_bands
 from imagery.sources.retry import RetryPolicy, TransientError, call_with_retries, http_session, raise_for_http
 
@@ -45,9 +45,6 @@ _HTTP_STATUS = re.compile(r"HTTP response code: (\d{3})")
 SETTING = "stac_url (VIGIA_STAC_URL)"
 #: Bump when the form of a cached band or search changes, so old entries are never misread.
 CACHE_VERSION = 1
-#: Days after its end a period is settled: catalogues have ingested its scenes, so the search
-#: result is cached like pixels (delete the cache folder to ask again, e.g. after a reprocessing).
-SETTLED_AFTER_DAYS = 10
 
 
 def band_of_asset(key: str) -> str | None:
@@ -143,15 +140,6 @@ class RetryingStacIO(StacApiIO):
         return text
 
 
-def _scene_list(path: Path) -> None:
-    """Raise unless `path` holds a JSON list of scenes (a cached search result)."""
-    try:
-        for doc in json.loads(path.read_text()):
-            Scene.model_validate(doc)
-    except (ValueError, TypeError) as exc:
-        raise CorruptPayload(f"{path.name}: not a cached scene list ({exc})") from None
-
-
 class StacSource:
     """Sentinel-2 L2A scenes from a STAC API; bands read as windowed COG reads, cached on disk."""
 
@@ -174,21 +162,14 @@ class StacSource:
     def search(self, aoi: AOI, start: date, end: date, max_cloud: float = 100.0) -> list[Scene]:
         """Items of the collection acquired in [start, end] (UTC days) intersecting the AOI, with
         catalogue cloud cover <= max_cloud; oldest first. The result for a settled period (ended
-        more than SETTLED_AFTER_DAYS ago) is cached; a recent period is always asked afresh."""
-        if (datetime.now(UTC).date() - end).days <= SETTLED_AFTER_DAYS:
-            return self.search_catalogue(aoi, start, end, max_cloud)
+        more than cache.SETTLED_AFTER_DAYS ago) is cached; a recent period is always asked afresh."""
         parts = {
             "source": self.name, "v": CACHE_VERSION, "search": self.url, "collection": self.collection,
-            "aoi": aoi.geometry.wkt, "start": start.isoformat(), "end": end.isoformat(),
-            "max_cloud": max_cloud,
+            "aoi": aoi.geometry.wkt, "start": start.isoformat(), "max_cloud": max_cloud,
         }  # fmt: skip
-
-        def fetch(tmp: Path) -> None:
-            scenes = self.search_catalogue(aoi, start, end, max_cloud)
-            tmp.write_text(json.dumps([s.model_dump(mode="json") for s in scenes]))
-
-        path = self.cache.get_or_fetch(parts, fetch, validate=_scene_list, suffix=".json")
-        return [Scene.model_validate(doc) for doc in json.loads(path.read_text())]
+        return search_settled(
+            self.cache, parts, end, lambda: self.search_catalogue(aoi, start, end, max_cloud)
+        )
 
     def search_catalogue(self, aoi: AOI, start: date, end: date, max_cloud: float = 100.0) -> list[Scene]:
         """The catalogue's answer (see `search`), every result page followed."""
