@@ -9,8 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from imagery.aoi import load_aoi
 from imagery.config import Settings, load_settings
 from imagery.errors import InputError, VigiaError
+from imagery.pipeline import RunPlan, plan_run
 from imagery.sources.base import SceneSource
 
 #: Scene source names `make_source` knows.
@@ -93,6 +95,19 @@ def make_source(params: NightlyParams, settings: Settings) -> SceneSource:
 
         return SentinelHubSource(with_secret_block(settings))
     raise InputError(f"source {params.source}: unknown (expected {' or '.join(SOURCES)})")
+
+
+def search_and_plan(params: NightlyParams, settings: Settings, source: SceneSource) -> RunPlan:
+    """Search both periods of the run over its AOI and lay out the grid and tiles."""
+    aoi = load_aoi(params.aoi)
+    (b0, b1), (a0, a1) = params.periods()
+    before = source.search(aoi, b0, b1, params.max_cloud)
+    after = source.search(aoi, a0, a1, params.max_cloud)
+    if not before or not after:
+        raise InputError(
+            f"no scenes: {len(before)} in before period {b0}..{b1}, {len(after)} in after {a0}..{a1}"
+        )
+    return plan_run(aoi, before, after, settings)
 
 
 def with_secret_block(settings: Settings) -> Settings:

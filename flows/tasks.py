@@ -13,14 +13,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.states import State
 
-from flows.params import NightlyParams, make_source, settings_for
-from imagery.aoi import load_aoi
+from flows.params import NightlyParams, make_source, search_and_plan, settings_for
 from imagery.config import Settings
 from imagery.districts import configured_districts
-from imagery.errors import InputError, VigiaError
+from imagery.errors import VigiaError
 from imagery.execute import run_tiles
 from imagery.hotspots import SeenBefore
-from imagery.pipeline import PairModel, RunPlan, fit_pair, plan_run
+from imagery.pipeline import PairModel, RunPlan, fit_pair
 from imagery.publish import publish
 from imagery.runs import point_latest, run_dir, staging
 
@@ -49,15 +48,7 @@ def plan_task(params: NightlyParams) -> RunPlan:
     settings = settings_for(params)
     source = make_source(params, settings)
     run_districts(params, settings)  # a bad district file fails the run here, not after all tiles
-    aoi = load_aoi(params.aoi)
-    (b0, b1), (a0, a1) = params.periods()
-    before = source.search(aoi, b0, b1, params.max_cloud)
-    after = source.search(aoi, a0, a1, params.max_cloud)
-    if not before or not after:
-        raise InputError(
-            f"no scenes: {len(before)} in before period {b0}..{b1}, {len(after)} in after {a0}..{a1}"
-        )
-    return plan_run(aoi, before, after, settings)
+    return search_and_plan(params, settings, source)
 
 
 @task(

@@ -322,10 +322,8 @@ def fetch(
     the AOI will read, so the run itself needs no network."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from flows.params import make_source, settings_for
-    from imagery.aoi import load_aoi
+    from flows.params import make_source, search_and_plan, settings_for
     from imagery.errors import InputError
-    from imagery.pipeline import plan_run
     from imagery.prefetch import prefetch
 
     if source == "local":
@@ -335,17 +333,13 @@ def fetch(
     )
     settings = settings_for(params)
     scene_source = make_source(params, settings)
-    area = load_aoi(params.aoi)
-    (b0, b1), (a0, a1) = params.periods()
-    before = scene_source.search(area, b0, b1, params.max_cloud)
-    after = scene_source.search(area, a0, a1, params.max_cloud)
-    plan = plan_run(area, before, after, settings)
+    plan = search_and_plan(params, settings, scene_source)
     columns = (TextColumn("fetch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("fetch", total=None)
         n = prefetch(plan, scene_source, lambda done, total: bar.update(task, completed=done, total=total))
     typer.echo(
-        f"cached {n} scene windows ({len(before)} before, {len(after)} after scene(s)) "
+        f"cached {n} scene windows ({len(plan.before)} before, {len(plan.after)} after scene(s)) "
         f"under {settings.cache_dir}"
     )
 
