@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,7 +78,11 @@ def _mirror_index(n: int, period: int) -> np.ndarray:
 
 def generate_scenes(folder: Path, shape: tuple[int, int]) -> Path:
     """Write the scene set for `shape` under `folder` (skipped when complete): demo land cover and
-    looks on a motif, mirrored to fill the grid, written as Sentinel-2 L2A-style per-band COGs."""
+    looks on a motif, mirrored to fill the grid, written as Sentinel-2 L2A-style per-band COGs.
+
+    The looks are drawn on the motif here (one random sequence, so the content depends only on the
+    shape); the files are filled strip by strip from the mirrored motif in worker processes, one
+    file each, so memory stays bounded by the motif and a strip whatever the area."""
     from affine import Affine
 
     from imagery import demo
@@ -90,44 +96,88 @@ def generate_scenes(folder: Path, shape: tuple[int, int]) -> Path:
     cover_after, _ = demo._plant_changes(rng, cover, masks)
     texture = demo._fractal(cover.shape, rng, 1.2)
     roofs = demo._fractal(cover.shape, rng, 0.3)
-    rows10, cols10 = _mirror_index(shape[0], motif), _mirror_index(shape[1], motif)
-    rows20, cols20 = _mirror_index(shape[0] // 2, motif // 2), _mirror_index(shape[1] // 2, motif // 2)
+    shape20 = (shape[0] // 2, shape[1] // 2)
     transform = Affine(demo.RESOLUTION, 0, ORIGIN[0], 0, -demo.RESOLUTION, ORIGIN[1])
     looks = [(d, c, False) for d, c in BEFORE_LOOKS] + [(d, c, True) for d, c in AFTER_LOOKS]
-    for when, clouds, after in looks:
-        look = demo.Look(when, "S2A", "04.00" if after else "02.14", clouds, after=after)
-        refl = demo._reflectance(cover_after if after else cover, texture, roofs)
-        if after:
-            refl *= np.asarray([1.04, 1.03, 1.02, 0.97, 0.98, 0.99], np.float32)[:, None, None]
-            refl += np.float32(0.004)
-        refl += rng.normal(0, 0.003, refl.shape).astype(np.float32)
-        if after:
-            refl = np.stack([demo._fourier_shift(b, *demo.AFTER_SHIFT_PX) for b in refl])
-        cloud, shadow = demo._clouds(rng, clouds, motif)
-        refl[:, shadow] *= 0.35
-        refl[:, cloud] = 0.45 + 0.1 * np.asarray([1.0, 1.0, 1.0, 1.1, 0.8, 0.6], np.float32)[:, None]
-        scl = demo._scl_20m(demo._scl(cover, cloud, shadow))
-        offset = -1000.0 if after else 0.0
-        name = f"S2A_MSIL2A_{when}T152639_N{look.baseline.replace('.', '')}_R025_T18LTM_{when}T190000"
-        tags = {
-            "PROCESSING_LEVEL": "Level-2A", "PROCESSING_BASELINE": look.baseline,
-            "BOA_ADD_OFFSET": str(offset), "ACQUISITION_DATE": f"{when[:4]}-{when[4:6]}-{when[6:]}",
-            "SPACECRAFT_NAME": "Sentinel-2A", "BENCHMARK": "synthetic, see benchmarks/performance.py",
-        }  # fmt: skip
-        prefix = folder / "scenes" / name / f"T18LTM_{when}T152639"
-        for i, band in enumerate((*demo.BANDS_10M, *demo.BANDS_20M)):
-            if band in demo.BANDS_10M:
-                dn = demo._to_dn(refl[i], offset)[np.ix_(rows10, cols10)]
-                demo._write_cog(Path(f"{prefix}_{band}.tif"), dn, transform, tags)
-            else:
-                dn = demo._to_dn(demo._downsample(refl[i]), offset)[np.ix_(rows20, cols20)]
-                demo._write_cog(Path(f"{prefix}_{band}_20m.tif"), dn, transform * Affine.scale(2), tags)
-            del dn
-        demo._write_cog(
-            Path(f"{prefix}_SCL_20m.tif"), scl[np.ix_(rows20, cols20)], transform * Affine.scale(2), tags
-        )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=context) as pool:
+        written = []
+        for when, clouds, after in looks:
+            look = demo.Look(when, "S2A", "04.00" if after else "02.14", clouds, after=after)
+            refl = demo._reflectance(cover_after if after else cover, texture, roofs)
+            if after:
+                refl *= np.asarray([1.04, 1.03, 1.02, 0.97, 0.98, 0.99], np.float32)[:, None, None]
+                refl += np.float32(0.004)
+            refl += rng.normal(0, 0.003, refl.shape).astype(np.float32)
+            if after:
+                refl = np.stack([demo._fourier_shift(b, *demo.AFTER_SHIFT_PX) for b in refl])
+            cloud, shadow = demo._clouds(rng, clouds, motif)
+            refl[:, shadow] *= 0.35
+            refl[:, cloud] = 0.45 + 0.1 * np.asarray([1.0, 1.0, 1.0, 1.1, 0.8, 0.6], np.float32)[:, None]
+            scl = demo._scl_20m(demo._scl(cover, cloud, shadow))
+            offset = -1000.0 if after else 0.0
+            name = f"S2A_MSIL2A_{when}T152639_N{look.baseline.replace('.', '')}_R025_T18LTM_{when}T190000"
+            tags = {
+                "PROCESSING_LEVEL": "Level-2A", "PROCESSING_BASELINE": look.baseline,
+                "BOA_ADD_OFFSET": str(offset), "ACQUISITION_DATE": f"{when[:4]}-{when[4:6]}-{when[6:]}",
+                "SPACECRAFT_NAME": "Sentinel-2A", "BENCHMARK": "synthetic, see benchmarks/performance.py",
+            }  # fmt: skip
+            prefix = folder / "scenes" / name / f"T18LTM_{when}T152639"
+            for i, band in enumerate((*demo.BANDS_10M, *demo.BANDS_20M)):
+                if band in demo.BANDS_10M:
+                    job = (Path(f"{prefix}_{band}.tif"), demo._to_dn(refl[i], offset), shape, transform)
+                else:
+                    dn = demo._to_dn(demo._downsample(refl[i]), offset)
+                    job = (Path(f"{prefix}_{band}_20m.tif"), dn, shape20, transform * Affine.scale(2))
+                written.append(pool.submit(write_mirrored_cog, *job, tags))
+            job = (Path(f"{prefix}_SCL_20m.tif"), scl, shape20, transform * Affine.scale(2))
+            written.append(pool.submit(write_mirrored_cog, *job, tags))
+            del refl
+        for done in written:
+            done.result()
     marker.write_text(json.dumps({"shape": shape, "motif_px": motif, "seed": SEED}) + "\n")
     return folder / "scenes"
+
+
+#: Rows of the grid filled at a time while writing a scene file (whole COG blocks).
+STRIP_ROWS = 512
+#: GDAL block cache while writing a scene file (bytes): bounded, whatever the file size.
+WRITE_CACHE_BYTES = 128 * 2**20
+
+
+def write_mirrored_cog(
+    path: Path, motif: np.ndarray, shape: tuple[int, int], transform: Any, tags: dict[str, str]
+) -> None:
+    """Write `motif` mirrored to fill `shape` (rows, cols) as a deflate COG at `path`, the way the
+    demo writes its scenes (`imagery.demo._write_cog`): filled strip by strip into an uncompressed
+    scratch GeoTIFF beside it, then copied by GDAL's COG driver (overviews, deflate on all cores)."""
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.windows import Window
+
+    from imagery import demo
+    from imagery.export import atomic_path
+
+    rows, cols = _mirror_index(shape[0], motif.shape[0]), _mirror_index(shape[1], motif.shape[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.scratch.tif")
+    profile = {
+        "driver": "GTiff", "width": shape[1], "height": shape[0], "count": 1, "dtype": motif.dtype.name,
+        "crs": demo.CRS, "transform": transform, "nodata": 0, "tiled": True, "blockxsize": STRIP_ROWS,
+        "blockysize": STRIP_ROWS, "BIGTIFF": "IF_SAFER",
+    }  # fmt: skip
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES):
+            with rasterio.open(scratch, "w", **profile) as ds:
+                ds.update_tags(**tags)
+                for row in range(0, shape[0], STRIP_ROWS):
+                    strip = rows[row : row + STRIP_ROWS]
+                    ds.write(motif[np.ix_(strip, cols)], 1, window=Window(0, row, shape[1], len(strip)))
+            with atomic_path(path) as tmp:
+                rio_copy(scratch, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR=2, BLOCKSIZE=512,
+                         NUM_THREADS="ALL_CPUS")  # fmt: skip
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def scene_files(scenes: Path) -> list[Path]:
