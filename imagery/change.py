@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 from scipy import ndimage
 
+from imagery.components import sieve_mask
 from imagery.normalize import _valid_pairs, irmad_chi2, irmad_fit
 
 #: Widest neighbourhood (pixels) any per-tile operation reads: tiles need this much halo.
@@ -530,17 +531,15 @@ def drop_small_patches(
 ) -> np.ndarray:
     """Patches of the classes in `group` (taken together) smaller than ``min_pixels`` set to 0.
 
-    Uses ``rasterio.features.sieve`` on the binary group mask; other classes and no data are
-    untouched and holes are not filled. Returns a copy.
+    A patch is a connected component of the group mask (``imagery.components``, the same rule
+    publish applies strip by strip on the mosaic); other classes and no data are untouched and
+    holes are not filled. Returns a copy.
     """
-    from rasterio.features import sieve
-
     if min_pixels <= 1:
         return classes
-    member = np.isin(classes, group).astype(np.uint8)
-    kept = sieve(member, size=int(min_pixels), connectivity=connectivity)
+    member = np.isin(classes, group)
     out = classes.copy()
-    out[(member == 1) & (kept == 0)] = NO_CHANGE
+    out[member & ~sieve_mask(member, min_pixels, connectivity)] = NO_CHANGE
     return out
 
 

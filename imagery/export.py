@@ -27,6 +27,7 @@ CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     255: ("no data", (0, 0, 0, 0)),
 }
 MAN_MADE_CLASSES = (1, 2, 3)
+NATURAL_CLASSES = (4, 5, 6)
 CLASS_NODATA = 255
 
 COG_OPTIONS = {

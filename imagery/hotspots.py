@@ -10,13 +10,16 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio.features
+import shapely
+import shapely.affinity
+from affine import Affine
 from odc.geo.geobox import GeoBox
-from scipy import ndimage
 from shapely.geometry import shape
-from shapely.ops import unary_union
+from shapely.geometry.base import BaseGeometry
 
-from imagery.change import drop_small_patches
-from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES
+from imagery.change import NO_CHANGE
+from imagery.components import StripComponents, strip_bounds
+from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES, NATURAL_CLASSES
 from imagery.grid import pixel_area_m2
 
 HOTSPOT_COLUMNS = [
@@ -25,18 +28,84 @@ HOTSPOT_COLUMNS = [
     "first_seen", "last_seen", "status", "priority",
 ]  # fmt: skip
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+#: The classes sieved together by the minimum mapping unit: man-made change, natural change.
+PATCH_GROUPS = (MAN_MADE_CLASSES, NATURAL_CLASSES)
 
 #: What earlier runs saw: hotspot id -> (first_seen, last_seen). Supplied by the run ledger; without
 #: one every hotspot is new (first_seen = last_seen = this run's after date).
 SeenBefore = Mapping[str, tuple[date, date]]
 
 
-def remove_small_patches(classes: np.ndarray, min_pixels: int) -> np.ndarray:
+def _members(group: tuple[int, ...]) -> np.ndarray:
+    """Lookup table class value -> member of `group`."""
+    table = np.zeros(256, dtype=bool)
+    table[list(group)] = True
+    return table
+
+
+class PatchSieve:
+    """The minimum mapping unit over row strips of the class mosaic: change patches (8-connected,
+    man-made classes and natural classes sieved separately) smaller than `min_pixels` become 0,
+    exactly as on the whole grid. Feed every strip from the top (`add`), `finish`, then `apply`
+    to the same strips; the man-made patches left are the hotspots, numbered 1..`hotspots` in
+    raster order of their first pixel."""
+
+    def __init__(self, min_pixels: int) -> None:
+        self.min_pixels = max(1, int(min_pixels))
+        self._parts = [(_members(group), StripComponents(8)) for group in PATCH_GROUPS]
+        self._kept: list[np.ndarray] = []
+        self._hotspot_of = np.zeros(1, np.int32)
+        self.hotspots = 0
+
+    def add(self, classes: np.ndarray) -> None:
+        """Take the next strip of classes (rows below the previous strip)."""
+        for members, parts in self._parts:
+            parts.add(members[classes])
+
+    def finish(self) -> None:
+        """Resolve the patches across strips."""
+        self._kept = []
+        for _, parts in self._parts:
+            parts.finish()
+            kept = parts.sizes >= self.min_pixels
+            kept[0] = False
+            self._kept.append(kept)
+        man_made = self._kept[0]
+        self.hotspots = int(man_made.sum())
+        self._hotspot_of = np.zeros(man_made.size, np.int32)
+        self._hotspot_of[man_made] = np.arange(1, self.hotspots + 1, dtype=np.int32)
+
+    def apply(self, index: int, classes: np.ndarray) -> np.ndarray:
+        """Set the small patches of strip `index` to 0, in place; returns the strip's hotspot
+        numbers (int32, 0 outside hotspots)."""
+        hotspots = np.zeros(classes.shape, np.int32)
+        for group, ((members, parts), kept) in enumerate(zip(self._parts, self._kept, strict=True)):
+            member = members[classes]
+            patch = parts.labels(index, member)
+            classes[member & ~kept[patch]] = NO_CHANGE
+            if group == 0:
+                hotspots = self._hotspot_of[patch]
+        return hotspots
+
+
+def _strips_of(array: np.ndarray, strip_rows: int | None) -> list[tuple[int, int]]:
+    """Row strips of an in-memory array (one strip when `strip_rows` is None)."""
+    height = array.shape[0]
+    return strip_bounds(height, strip_rows or max(height, 1))
+
+
+def remove_small_patches(
+    classes: np.ndarray, min_pixels: int, *, strip_rows: int | None = None
+) -> np.ndarray:
     """Set change patches smaller than `min_pixels` (8-connected, man-made and natural groups
     sieved separately) to 0, in place; returns `classes`."""
-    for group in (MAN_MADE_CLASSES, (4, 5, 6)):
-        classes[...] = drop_small_patches(classes, group, min_pixels)
+    sieve = PatchSieve(min_pixels)
+    strips = _strips_of(classes, strip_rows)
+    for row0, row1 in strips:
+        sieve.add(classes[row0:row1])
+    sieve.finish()
+    for index, (row0, row1) in enumerate(strips):
+        sieve.apply(index, classes[row0:row1])
     return classes
 
 
@@ -51,6 +120,90 @@ def stable_id(change_class: int, x: float, y: float) -> str:
     return "VG-" + hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
+class HotspotStats:
+    """Per-hotspot statistics and outlines accumulated over row strips: pixel count, score sum and
+    maximum, pixels per man-made class, pixel-centre sums (the centroid) and polygon pieces in
+    pixel coordinates, joined across strip boundaries by `frame`."""
+
+    def __init__(self, count: int) -> None:
+        n = count + 1
+        self.count = count
+        self.pixels = np.zeros(n, np.int64)
+        self.score_sum = np.zeros(n, np.float64)
+        self.score_max = np.zeros(n, np.float32)
+        self.per_class = np.zeros((len(MAN_MADE_CLASSES), n), np.int64)
+        self.col_sum = np.zeros(n, np.float64)
+        self.row_sum = np.zeros(n, np.float64)
+        self.pieces: dict[int, list[BaseGeometry]] = {}
+
+    def add(self, row0: int, hotspots: np.ndarray, classes: np.ndarray, score: np.ndarray) -> None:
+        """Take the strip starting at grid row `row0`: hotspot numbers, classes and score."""
+        changed = np.flatnonzero(hotspots)
+        if changed.size == 0:
+            return
+        n = self.count + 1
+        label_of = hotspots.ravel()[changed]
+        score_of = score.ravel()[changed]
+        score_of = np.where(np.isfinite(score_of), score_of, 0).astype(np.float32)
+        self.pixels += np.bincount(label_of, minlength=n)
+        self.score_sum += np.bincount(label_of, weights=score_of, minlength=n)
+        np.maximum.at(self.score_max, label_of, score_of)
+        class_of = classes.ravel()[changed]
+        for k, c in enumerate(MAN_MADE_CLASSES):
+            self.per_class[k] += np.bincount(label_of[class_of == c], minlength=n)
+        rows, cols = np.divmod(changed, hotspots.shape[1])
+        self.col_sum += np.bincount(label_of, weights=cols, minlength=n)
+        self.row_sum += np.bincount(label_of, weights=rows + row0, minlength=n)
+        del changed, label_of, score_of, class_of, rows, cols
+        for geom, value in rasterio.features.shapes(
+            hotspots, mask=hotspots > 0, connectivity=8, transform=Affine.translation(0, row0)
+        ):
+            self.pieces.setdefault(int(value), []).append(shape(geom))
+
+    def outline(self, number: int) -> BaseGeometry:
+        """Hotspot `number` as one valid (Multi)Polygon in pixel coordinates, in a canonical form
+        (no collinear vertices, normalised order) so that it does not depend on the strips."""
+        pieces = shapely.make_valid(np.asarray(self.pieces[number], dtype=object))
+        return shapely.normalize(shapely.simplify(shapely.union_all(pieces), 0))
+
+    def frame(self, gbox: GeoBox, *, before_date: date | None, after_date: date | None) -> gpd.GeoDataFrame:
+        """The hotspots as polygons with their attributes, ranked, in the grid's CRS."""
+        if self.count == 0:
+            return gpd.GeoDataFrame(columns=[*HOTSPOT_COLUMNS, "geometry"], geometry="geometry", crs=gbox.crs)
+        pixels = self.pixels[1:]
+        dominant = np.asarray(MAN_MADE_CLASSES)[self.per_class[:, 1:].argmax(axis=0)]
+        a = gbox.affine
+        to_crs = [a.a, a.b, a.d, a.e, a.c, a.f]
+        geoms = [shapely.affinity.affine_transform(self.outline(i), to_crs) for i in range(1, self.count + 1)]
+        col = self.col_sum[1:] / pixels + 0.5
+        row = self.row_sum[1:] / pixels + 0.5
+        cx, cy = a.a * col + a.b * row + a.c, a.d * col + a.e * row + a.f
+        frame = gpd.GeoDataFrame(
+            {
+                "change_class": dominant.astype(int),
+                "change_type": [CHANGE_CLASSES[int(c)][0] for c in dominant],
+                "area_m2": (pixels * pixel_area_m2(gbox)).round(1),
+                "score_mean": (self.score_sum[1:] / pixels).round(4),
+                "score_max": self.score_max[1:].round(4),
+            },
+            geometry=geoms,
+            crs=gbox.crs,
+        )
+        lonlat = gpd.GeoSeries(gpd.points_from_xy(cx, cy), crs=gbox.crs).to_crs(4326)
+        frame["id"] = [stable_id(c, x, y) for c, x, y in zip(frame["change_class"], cx, cy, strict=True)]
+        frame["confidence"] = [confidence(m) for m in frame["score_mean"]]
+        frame["centroid_lon"] = lonlat.x.round(6).to_numpy()
+        frame["centroid_lat"] = lonlat.y.round(6).to_numpy()
+        frame["district"] = None
+        frame["ubigeo"] = None
+        frame["before_date"] = before_date.isoformat() if before_date else None
+        frame["after_date"] = after_date.isoformat() if after_date else None
+        frame["first_seen"] = frame["after_date"]
+        frame["last_seen"] = frame["after_date"]
+        frame["status"] = "new"
+        return rank(frame)[[*HOTSPOT_COLUMNS, "geometry"]]
+
+
 def extract_hotspots(
     classes: np.ndarray,
     score: np.ndarray,
@@ -58,62 +211,19 @@ def extract_hotspots(
     *,
     before_date: date | None,
     after_date: date | None,
+    strip_rows: int | None = None,
 ) -> gpd.GeoDataFrame:
     """One polygon per 8-connected man-made change patch, with attributes, in the grid's CRS."""
-    man_made = np.isin(classes, MAN_MADE_CLASSES)
-    labels, n = ndimage.label(man_made, structure=_EIGHT)
-    if n == 0:
-        return gpd.GeoDataFrame(columns=[*HOTSPOT_COLUMNS, "geometry"], geometry="geometry", crs=gbox.crs)
-    index = np.arange(1, n + 1)
-    pixel_area = pixel_area_m2(gbox)
-    # Statistics over the changed pixels only (a few percent of the grid): no full-grid copies.
-    changed = np.flatnonzero(man_made)
-    label_of = labels.ravel()[changed]
-    score_of = score.ravel()[changed]
-    score_of = np.where(np.isfinite(score_of), score_of, 0).astype(np.float32)
-    counts = np.bincount(label_of, minlength=n + 1)[1:]
-    mean = np.bincount(label_of, weights=score_of, minlength=n + 1)[1:] / counts
-    peak = np.zeros(n + 1, np.float32)
-    np.maximum.at(peak, label_of, score_of)
-    peak = peak[1:]
-    class_of = classes.ravel()[changed]
-    per_class = np.stack(
-        [np.bincount(label_of[class_of == c], minlength=n + 1)[1:] for c in MAN_MADE_CLASSES]
-    )
-    del changed, label_of, score_of, class_of
-    dominant = np.asarray(MAN_MADE_CLASSES)[per_class.argmax(axis=0)]
-    polygons: dict[int, list[object]] = {}
-    for geom, value in rasterio.features.shapes(
-        labels if labels.dtype == np.int32 else labels.astype(np.int32),
-        mask=man_made, connectivity=8, transform=gbox.affine,
-    ):  # fmt: skip
-        polygons.setdefault(int(value), []).append(shape(geom))
-    geoms = [unary_union(polygons[i]) for i in index]
-    frame = gpd.GeoDataFrame(
-        {
-            "change_class": dominant.astype(int),
-            "change_type": [CHANGE_CLASSES[int(c)][0] for c in dominant],
-            "area_m2": (counts * pixel_area).round(1),
-            "score_mean": mean.round(4),
-            "score_max": peak.round(4),
-        },
-        geometry=geoms,
-        crs=gbox.crs,
-    )
-    cent = frame.geometry.centroid
-    lonlat = cent.to_crs(4326)
-    frame["id"] = [stable_id(c, p.x, p.y) for c, p in zip(frame["change_class"], cent, strict=True)]
-    frame["confidence"] = [confidence(m) for m in frame["score_mean"]]
-    frame["centroid_lon"] = lonlat.x.round(6)
-    frame["centroid_lat"] = lonlat.y.round(6)
-    frame["district"] = None
-    frame["ubigeo"] = None
-    frame["before_date"] = before_date.isoformat() if before_date else None
-    frame["after_date"] = after_date.isoformat() if after_date else None
-    frame["first_seen"] = frame["after_date"]
-    frame["last_seen"] = frame["after_date"]
-    frame["status"] = "new"
-    return rank(frame)[[*HOTSPOT_COLUMNS, "geometry"]]
+    found = PatchSieve(1)
+    strips = _strips_of(classes, strip_rows)
+    for row0, row1 in strips:
+        found.add(classes[row0:row1])
+    found.finish()
+    stats = HotspotStats(found.hotspots)
+    for index, (row0, row1) in enumerate(strips):
+        strip = classes[row0:row1].copy()
+        stats.add(row0, found.apply(index, strip), strip, score[row0:row1])
+    return stats.frame(gbox, before_date=before_date, after_date=after_date)
 
 
 def mark_history(frame: gpd.GeoDataFrame, seen: SeenBefore | None) -> gpd.GeoDataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,14 @@ from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from imagery import __version__
+from imagery.components import strip_bounds
 from imagery.districts import district_summary
 from imagery.export import CLASS_NODATA, finish_cog, write_json
 from imagery.grid import pixel_area_m2
-from imagery.hotspots import (
-    SeenBefore,
-    attribute_districts,
-    extract_hotspots,
-    mark_history,
-    remove_small_patches,
-)
+from imagery.hotspots import HotspotStats, PatchSieve, SeenBefore, attribute_districts, mark_history
 from imagery.layers import write_vector_layers
 from imagery.pipeline import PairModel, RunPlan
-from imagery.priority_grid import priority_grid
+from imagery.priority_grid import GridStats
 from imagery.report import write_report
 from imagery.stageclock import HOTSPOTS, METADATA, MOSAIC, StageClock
 from imagery.tilestore import load_tile, tile_path
@@ -102,17 +98,14 @@ def publish(
             min_px = max(
                 1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox))
             )
-            with rasterio.open(class_tmp, "r+") as ds:
-                classes = remove_small_patches(ds.read(1), min_px)
-                ds.write(classes, 1)
-            with rasterio.open(score_tmp) as ds:
-                score = ds.read(1)
             before_date = max(s.acquired for s in plan.before)
             after_date = max(s.acquired for s in plan.after)
-            hotspots = extract_hotspots(classes, score, gbox, before_date=before_date, after_date=after_date)
+            hotspots, grid_stats, counts = sieve_and_summarise(
+                class_tmp, score_tmp, gbox, min_pixels=min_px, cell_m=plan.settings.layers.grid_cell_m,
+                before_date=before_date, after_date=after_date,
+            )  # fmt: skip
             hotspots = mark_history(hotspots, seen)
-            grid = priority_grid(classes, score, gbox, hotspots, cell_m=plan.settings.layers.grid_cell_m)
-            del score
+            grid = grid_stats.frame(hotspots)
             summary = None
             if districts is not None:
                 hotspots = attribute_districts(hotspots, districts)
@@ -133,7 +126,6 @@ def publish(
                 title=f"Vigía {plan.aoi_name} {after_date.isoformat()}",
             )  # fmt: skip
         with clock.stage(METADATA):
-            counts = np.bincount(classes[classes != CLASS_NODATA].ravel(), minlength=7)[:7]
             metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
             if districts is not None:
                 metadata["districts"] = {
@@ -146,6 +138,57 @@ def publish(
             leftover.unlink()
         scratch_dir.rmdir()
         return outputs
+
+
+#: Rows of the mosaic held at a time while sieving and summarising it (whole scratch blocks).
+STRIP_ROWS = 512
+#: GDAL block cache while sieving (bytes): each strip is read once per pass, so a cache larger
+#: than a strip of the score mosaic only holds memory.
+SIEVE_CACHE_BYTES = 64 * 2**20
+
+
+def sieve_and_summarise(
+    class_path: Path,
+    score_path: Path,
+    gbox: GeoBox,
+    *,
+    min_pixels: int,
+    cell_m: float,
+    before_date: date | None,
+    after_date: date | None,
+    strip_rows: int = STRIP_ROWS,
+) -> tuple[gpd.GeoDataFrame, GridStats, np.ndarray]:
+    """Minimum mapping unit, hotspots, priority grid sums and class counts of the scratch mosaics,
+    strip by strip: the class mosaic is sieved in place; memory holds a strip, whatever the area.
+
+    Two passes over the class mosaic: the first finds the patches (joined across strips), the
+    second sieves each strip and accumulates the hotspots and grid cells. Returns the hotspots
+    frame, the grid sums (`GridStats.frame` makes the layer) and pixels per class 0-6."""
+    width = gbox.shape.x
+    strips = strip_bounds(gbox.shape.y, strip_rows)
+    sieve = PatchSieve(min_pixels)
+    counts = np.zeros(256, np.int64)
+    with (
+        rasterio.Env(GDAL_CACHEMAX=SIEVE_CACHE_BYTES),
+        rasterio.open(class_path, "r+") as class_ds,
+        rasterio.open(score_path) as score_ds,
+    ):
+        for row0, row1 in strips:
+            sieve.add(class_ds.read(1, window=Window(0, row0, width, row1 - row0)))
+        sieve.finish()
+        spots = HotspotStats(sieve.hotspots)
+        grid = GridStats(gbox, cell_m)
+        for index, (row0, row1) in enumerate(strips):
+            window = Window(0, row0, width, row1 - row0)
+            classes = class_ds.read(1, window=window)
+            in_hotspot = sieve.apply(index, classes)
+            class_ds.write(classes, 1, window=window)
+            score = score_ds.read(1, window=window)
+            spots.add(row0, in_hotspot, classes, score)
+            grid.add(row0, classes, score)
+            counts += np.bincount(classes.ravel(), minlength=counts.size)
+    hotspots = spots.frame(gbox, before_date=before_date, after_date=after_date)
+    return hotspots, grid, counts[:7]
 
 
 def run_metadata(

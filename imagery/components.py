@@ -1,0 +1,120 @@
+"""Connected components of a raster mask taken in row strips, numbered as whole-raster labelling
+numbers them, so memory holds one strip and a few numbers per component, never a label raster of
+the whole grid.
+
+Each strip is labelled on its own (scipy.ndimage.label); pieces that touch across a strip boundary
+(the last row of one strip and the first row of the next, diagonals included with 8-connectivity)
+are joined afterwards as a graph of piece ids. A second pass labels each strip again and maps its
+pieces to their component.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+_STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
+
+
+def strip_bounds(height: int, strip_rows: int) -> list[tuple[int, int]]:
+    """(first row, end row) of consecutive strips of `strip_rows` rows covering `height` rows."""
+    step = max(1, int(strip_rows))
+    return [(row, min(row + step, height)) for row in range(0, height, step)]
+
+
+def _touching(above: np.ndarray, below: np.ndarray, connectivity: int) -> np.ndarray:
+    """(k, 2) pairs of piece ids that touch across a strip boundary (0 = background)."""
+    width = above.size
+    pairs = []
+    shifts = (-1, 0, 1) if connectivity == 8 else (0,)
+    for shift in shifts:
+        a = above[max(0, -shift) : width - max(0, shift)]
+        b = below[max(0, shift) : width - max(0, -shift)]
+        both = (a > 0) & (b > 0)
+        pairs.append(np.stack([a[both], b[both]], axis=1))
+    return np.unique(np.concatenate(pairs), axis=0)
+
+
+class StripComponents:
+    """Components of a mask fed strip by strip from the top (`add`), resolved by `finish`, then
+    read back strip by strip (`labels`) with ids 1..n in raster order of each component's first
+    pixel (as `scipy.ndimage.label` numbers them on the whole mask); 0 is background."""
+
+    def __init__(self, connectivity: int = 8) -> None:
+        if connectivity not in _STRUCTURE:
+            raise ValueError(f"connectivity {connectivity}: expected 4 or 8")
+        self.connectivity = connectivity
+        self._offsets: list[int] = []
+        self._counts: list[int] = []
+        self._sizes: list[np.ndarray] = [np.zeros(1, np.int32)]
+        self._edges: list[np.ndarray] = []
+        self._last_row: np.ndarray | None = None
+        self._component: np.ndarray | None = None
+        #: Pixels per component (index 0: background, 0), after `finish`.
+        self.sizes = np.zeros(1, np.int64)
+
+    def _label(self, mask: np.ndarray) -> tuple[np.ndarray, int]:
+        labels, n = ndimage.label(mask, structure=_STRUCTURE[self.connectivity])
+        return labels, int(n)
+
+    def add(self, mask: np.ndarray) -> None:
+        """Take the next strip of the mask (rows below the previous strip, same width)."""
+        labels, n = self._label(mask)
+        offset = sum(self._counts)
+        self._offsets.append(offset)
+        self._counts.append(n)
+        self._sizes.append(np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int32))
+        if labels.shape[0] == 0:
+            return
+        first = np.where(labels[0] > 0, labels[0].astype(np.int64) + offset, 0)
+        if self._last_row is not None:
+            self._edges.append(_touching(self._last_row, first, self.connectivity))
+        self._last_row = np.where(labels[-1] > 0, labels[-1].astype(np.int64) + offset, 0)
+
+    def finish(self) -> int:
+        """Join pieces across strip boundaries; returns the number of components."""
+        pieces = sum(self._counts) + 1
+        component = np.arange(pieces, dtype=np.int32)
+        edges = np.concatenate([np.zeros((0, 2), np.int64), *self._edges])
+        if edges.size:
+            # Only pieces on strip boundaries can join: a graph of those, each component of it
+            # named by its first piece (pieces are numbered in raster order of their first pixel).
+            nodes, ends = np.unique(edges, return_inverse=True)
+            ends = ends.reshape(-1, 2)
+            links = (np.ones(len(ends), np.int8), (ends[:, 0], ends[:, 1]))
+            graph = coo_matrix(links, shape=(nodes.size, nodes.size))
+            count, joined = connected_components(graph, directed=False)
+            first = np.full(count, pieces, np.int64)
+            np.minimum.at(first, joined, nodes)
+            component[nodes] = first[joined]
+        # Number the components 1..n in the order of their first piece: whole-mask labelling order.
+        number = np.cumsum(component == np.arange(pieces, dtype=np.int32), dtype=np.int32) - 1
+        self._component = number[component]
+        del component, number
+        pixels = np.concatenate(self._sizes)
+        count = int(self._component.max()) + 1
+        self.sizes = np.bincount(self._component, weights=pixels, minlength=count).astype(np.int64)
+        self._edges, self._sizes, self._last_row = [], [], None
+        return count - 1
+
+    def labels(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """Component id of every pixel of strip `index` (the same mask as given to `add`)."""
+        if self._component is None:
+            raise RuntimeError("StripComponents.labels before finish")
+        labels, n = self._label(mask)
+        if n != self._counts[index]:
+            raise ValueError(f"strip {index} has {n} pieces, {self._counts[index]} when added")
+        offset = self._offsets[index]
+        lookup = self._component[offset : offset + n + 1].copy()
+        lookup[0] = 0
+        return lookup[labels]
+
+
+def sieve_mask(mask: np.ndarray, min_pixels: int, connectivity: int = 8) -> np.ndarray:
+    """Pixels of `mask` in components of at least `min_pixels` pixels (whole array at once)."""
+    parts = StripComponents(connectivity)
+    parts.add(mask)
+    parts.finish()
+    return (parts.sizes >= min_pixels)[parts.labels(0, mask)] & mask
