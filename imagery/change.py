@@ -323,26 +323,115 @@ def local_structure_change(
     gives 1 - 2g/(1+g^2)); ~1: unrelated patterns or a pattern on a flat surface; 2: inverted.
     NaN where a pixel is invalid.
     """
-    size = 2 * radius + 1
-    valid = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
-    count = ndimage.uniform_filter(valid.astype(np.float64), size, mode="constant", cval=0.0)
-    inv_count = np.where(valid, 1.0 / np.maximum(count, 1e-12), 0.0)
-
-    def window_mean(v: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(v, size, mode="constant", cval=0.0) * inv_count
-
-    total = np.zeros(valid.shape, np.float64)
-    for k in range(before.shape[0]):
-        x = np.where(valid, before[k].astype(np.float64) * float(inv_scale[k]), 0.0)
-        y = np.where(valid, after[k].astype(np.float64) * float(inv_scale[k]), 0.0)
-        mx, my = window_mean(x), window_mean(y)
-        vx = np.maximum(window_mean(x * x) - mx * mx, 0.0)
-        vy = np.maximum(window_mean(y * y) - my * my, 0.0)
-        cxy = window_mean(x * y) - mx * my
-        total += (2 * cxy + c) / (vx + vy + c)
-    out = (1.0 - total / before.shape[0]).astype(np.float32)
-    out[~valid] = np.nan
+    b = np.ascontiguousarray(before, dtype=np.float32)
+    a = np.ascontiguousarray(after, dtype=np.float32)
+    out = np.empty(b.shape[1:], np.float32)
+    _structure_change(b, a, np.asarray(inv_scale, np.float32).astype(np.float64), int(radius), float(c), out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _structure_change(
+    before: np.ndarray, after: np.ndarray, inv_scale: np.ndarray, radius: int, c: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """`local_structure_change` in one pass over the rows, bit for bit what scipy's
+    ``uniform_filter`` (mode constant, float64) gives: running window sums along the columns
+    (axis 0), their means summed along each row (axis 1), each sum divided by the window size."""
+    nb, h, w = before.shape
+    size = float(2 * radius + 1)
+    valid = np.empty((h, w), np.bool_)
+    for i in range(h):
+        for j in range(w):
+            ok = True
+            for k in range(nb):
+                ok &= np.isfinite(before[k, i, j]) & np.isfinite(after[k, i, j])
+            valid[i, j] = ok
+    # running sums along axis 0 of x, y, x*x, y*y, x*y per band, and of the valid count
+    col = np.zeros((nb, 5, w))
+    col_count = np.zeros((1, w))
+    mean = np.empty((5, w))
+    mean_count = np.empty((1, w))
+    row = np.empty((5, w))
+    row_count = np.empty((1, w))
+    total = np.empty(w)
+    for i in range(h):
+        new, old = i + radius, i - radius - 1
+        first = range(min(radius + 1, h)) if i == 0 else range(0)
+        for r in first:
+            for j in range(w):
+                col_count[0, j] += 1.0 if valid[r, j] else 0.0
+        if i > 0:
+            for j in range(w):
+                vn = 1.0 if new < h and valid[new, j] else 0.0
+                vo = 1.0 if old >= 0 and valid[old, j] else 0.0
+                col_count[0, j] += vn - vo
+        mean_count[0] = col_count[0] / size
+        _window_means(mean_count, row_count, radius)
+        total[:] = 0.0
+        for k in range(nb):
+            for r in first:
+                for j in range(w):
+                    x, y = _scaled(before, after, valid, inv_scale[k], k, r, j)
+                    col[k, 0, j] += x
+                    col[k, 1, j] += y
+                    col[k, 2, j] += x * x
+                    col[k, 3, j] += y * y
+                    col[k, 4, j] += x * y
+            if i > 0:
+                for j in range(w):
+                    xn = yn = xo = yo = 0.0
+                    if new < h:
+                        xn, yn = _scaled(before, after, valid, inv_scale[k], k, new, j)
+                    if old >= 0:
+                        xo, yo = _scaled(before, after, valid, inv_scale[k], k, old, j)
+                    col[k, 0, j] += xn - xo
+                    col[k, 1, j] += yn - yo
+                    col[k, 2, j] += xn * xn - xo * xo
+                    col[k, 3, j] += yn * yn - yo * yo
+                    col[k, 4, j] += xn * yn - xo * yo
+            for p in range(5):
+                for j in range(w):
+                    mean[p, j] = col[k, p, j] / size
+            _window_means(mean, row, radius)
+            for j in range(w):
+                inv_count = 1.0 / max(row_count[0, j], 1e-12) if valid[i, j] else 0.0
+                mx = row[0, j] * inv_count
+                my = row[1, j] * inv_count
+                vx = max(row[2, j] * inv_count - mx * mx, 0.0)
+                vy = max(row[3, j] * inv_count - my * my, 0.0)
+                cxy = row[4, j] * inv_count - mx * my
+                total[j] += (2 * cxy + c) / (vx + vy + c)
+        for j in range(w):
+            out[i, j] = np.float32(1.0 - total[j] / nb) if valid[i, j] else np.nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scaled(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray, inv_scale: float, k: int, r: int, j: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    if not valid[r, j]:
+        return 0.0, 0.0
+    return np.float64(before[k, r, j]) * inv_scale, np.float64(after[k, r, j]) * inv_scale
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_means(src: np.ndarray, dst: np.ndarray, radius: int) -> None:  # pragma: no cover - compiled
+    """Window means along each row of `src` (zeros beyond the ends): a running sum, each step
+    adding the entering value minus the leaving one, divided by the window size (scipy's order)."""
+    q, w = src.shape
+    size = float(2 * radius + 1)
+    s = np.zeros(q)
+    for p in range(q):
+        for j in range(min(radius + 1, w)):
+            s[p] += src[p, j]
+        dst[p, 0] = s[p] / size
+    for j in range(1, w):
+        new, old = j + radius, j - radius - 1
+        for p in range(q):
+            a = src[p, new] if new < w else 0.0
+            b = src[p, old] if old >= 0 else 0.0
+            s[p] += a - b
+            dst[p, j] = s[p] / size
 
 
 def _pixel_irmad_chi(before: np.ndarray, after: np.ndarray, model: ChangeModel) -> np.ndarray:
