@@ -8,64 +8,99 @@ import numba
 import numpy as np
 
 
-def merge_same_day(looks: Sequence[np.ndarray]) -> np.ndarray:
-    """One look from overlapping granules of the same day: first valid value wins, never counted twice."""
-    merged = looks[0].copy()
-    for look in looks[1:]:
-        hole = np.isnan(merged)
-        merged[hole] = look[hole]
-    return merged
+def median_composite(
+    looks: np.ndarray | Sequence[np.ndarray],
+    *,
+    clear: np.ndarray | None = None,
+    days: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Median of valid looks per pixel and band, and the valid-look count per pixel.
 
-
-def median_composite(looks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Median of valid (non-NaN) looks per pixel and band, and the valid-look count per pixel.
-
-    `looks` are (bands, y, x) float32 arrays with NaN where a look is masked. A pixel is valid in a
-    look only when all its bands are, so the count is per pixel. Same values as `np.nanmedian`
-    over the valid looks (float32), in one pass without sorting the whole stack.
+    `looks` are (bands, y, x) float32 arrays with NaN for no data, or all of them as one
+    (looks, bands, y, x) array (used in place). A look is valid at a pixel when all its bands are
+    finite there and, with `clear` ((looks, y, x) bool: the cloud mask), the pixel is clear.
+    Looks with the same `days` entry are overlapping granules of one acquisition: the first valid
+    one counts, never twice. Same values as `np.nanmedian` over the valid looks (float32), in one
+    pass without sorting the whole stack.
     """
     if len(looks) == 0:
         raise ValueError("median_composite needs at least one look")
-    stack = np.stack([np.asarray(look, np.float32) for look in looks])  # (looks, bands, y, x)
+    if isinstance(looks, np.ndarray) and looks.ndim == 4:
+        stack = np.ascontiguousarray(looks, dtype=np.float32)
+    else:
+        stack = np.stack([np.asarray(look, np.float32) for look in looks])  # (looks, bands, y, x)
+    n_looks = stack.shape[0]
+    if clear is None:
+        clear = np.ones((n_looks, *stack.shape[2:]), np.bool_)
+    day = np.arange(n_looks) if days is None else np.unique(np.asarray(days), return_inverse=True)[1]
+    if clear.shape != (n_looks, *stack.shape[2:]) or day.shape != (n_looks,):
+        raise ValueError(f"clear {clear.shape} / days {day.shape} do not match looks {stack.shape}")
     composite = np.empty(stack.shape[1:], np.float32)
     count = np.empty(stack.shape[2:], np.uint8)
-    _median_of_valid_looks(stack, composite, count)
+    clear = np.ascontiguousarray(clear, np.bool_)
+    _median_of_valid_looks(stack, clear, day.astype(np.intp), composite, count)
     return composite, count
 
 
 @numba.njit(cache=True, nogil=True)
-def _median_of_valid_looks(stack: np.ndarray, out: np.ndarray, count: np.ndarray) -> None:  # pragma: no cover
+def _median_of_valid_looks(
+    stack: np.ndarray, clear: np.ndarray, day: np.ndarray, out: np.ndarray, count: np.ndarray
+) -> None:  # pragma: no cover - compiled
     n_looks, n_bands, ny, nx = stack.shape
-    ok = np.empty(n_looks, np.bool_)
+    n_days = day.max() + 1
+    taken = np.zeros(n_days, np.bool_)
+    use = np.empty((n_looks, nx), np.bool_)
     buf = np.empty(n_looks, np.float32)
-    half = np.float32(2.0)
     for y in range(ny):
-        for x in range(nx):
-            valid = 0
-            for look in range(n_looks):
-                good = True
+        for look in range(n_looks):
+            for x in range(nx):
+                good = clear[look, y, x]
                 for b in range(n_bands):
-                    if not np.isfinite(stack[look, b, y, x]):
-                        good = False
-                        break
-                ok[look] = good
-                valid += good
-            count[y, x] = valid
-            for b in range(n_bands):
-                if valid == 0:
-                    out[b, y, x] = np.nan
-                    continue
+                    good &= np.isfinite(stack[look, b, y, x])
+                use[look, x] = good
+        if n_days < n_looks:  # one look per day: the first valid granule
+            for x in range(nx):
+                taken[:] = False
+                for look in range(n_looks):
+                    if use[look, x]:
+                        use[look, x] = not taken[day[look]]
+                        taken[day[look]] = True
+        for x in range(nx):
+            m = 0
+            for look in range(n_looks):
+                m += use[look, x]
+            count[y, x] = m
+        for b in range(n_bands):
+            for x in range(nx):
                 m = 0
                 for look in range(n_looks):
-                    if ok[look]:
-                        v = stack[look, b, y, x]
-                        i = m
-                        while i > 0 and buf[i - 1] > v:
-                            buf[i] = buf[i - 1]
-                            i -= 1
-                        buf[i] = v
+                    if use[look, x]:
+                        buf[m] = stack[look, b, y, x]
                         m += 1
-                if m % 2 == 1:
-                    out[b, y, x] = buf[m // 2]
-                else:
-                    out[b, y, x] = (buf[m // 2 - 1] + buf[m // 2]) / half
+                out[b, y, x] = _median(buf, m) if m else np.nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _median(buf: np.ndarray, m: int) -> float:  # pragma: no cover - compiled
+    """Median of buf[:m] (m >= 1) as np.median gives it in float32; sorts buf[:m] when m > 4."""
+    half = np.float32(2.0)
+    if m == 1:
+        return buf[0]
+    if m == 2:
+        return (buf[0] + buf[1]) / half
+    if m == 3:
+        return max(min(buf[0], buf[1]), min(max(buf[0], buf[1]), buf[2]))
+    if m == 4:  # the middle two: the larger of the pairs' minima and the smaller of their maxima
+        lo = max(min(buf[0], buf[1]), min(buf[2], buf[3]))
+        hi = min(max(buf[0], buf[1]), max(buf[2], buf[3]))
+        return (lo + hi) / half
+    for i in range(1, m):
+        v = buf[i]
+        j = i
+        while j > 0 and buf[j - 1] > v:
+            buf[j] = buf[j - 1]
+            j -= 1
+        buf[j] = v
+    if m % 2 == 1:
+        return buf[m // 2]
+    return (buf[m // 2 - 1] + buf[m // 2]) / half

@@ -10,7 +10,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from imagery import change, coregister, normalize
 from imagery.aoi import AOI, from_geometry
-from imagery.composite import median_composite, merge_same_day
+from imagery.composite import median_composite
 from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
 from imagery.grid import Tile, clip_geobox, run_geobox, tiles
@@ -181,38 +180,52 @@ def read_composite(
     bands: Sequence[str] = CHANGE_BANDS,
 ) -> Composite:
     """Read, mask and composite one period's `bands` on `gbox` (one window of the grid); scenes
-    that leave too little of the window clear are skipped (see `read_look`)."""
-    by_day: dict[date, list[np.ndarray]] = {}
+    that leave too little of the window clear are skipped (see `read_look`). The looks are read
+    straight into one stack and masked inside the composite pass (no NaN-filled copies)."""
+    shape = (gbox.shape.y, gbox.shape.x)
+    looks = np.empty((len(scenes), len(bands), *shape), np.float32)  # pages of skipped looks stay untouched
+    clear = np.empty((len(scenes), *shape), np.bool_)
+    days: list[int] = []
     for scene in scenes:
-        look = read_look(source, scene, bands, gbox, settings.mask)
-        if look is not None:
-            by_day.setdefault(scene.acquired, []).append(look)
-    if not by_day:
-        empty = np.full((len(bands), gbox.shape.y, gbox.shape.x), np.nan, np.float32)
-        return Composite(bands=empty, valid_looks=np.zeros((gbox.shape.y, gbox.shape.x), np.uint8))
-    looks = [merge_same_day(day) for day in by_day.values()]
-    stack, count = median_composite(looks)
+        n = len(days)
+        if read_look(source, scene, bands, gbox, settings.mask, out=looks[n], clear=clear[n]) is not None:
+            days.append(scene.acquired.toordinal())
+    if not days:
+        empty = np.full((len(bands), *shape), np.nan, np.float32)
+        return Composite(bands=empty, valid_looks=np.zeros(shape, np.uint8))
+    n = len(days)
+    stack, count = median_composite(looks[:n], clear=clear[:n], days=days)
     return Composite(bands=stack, valid_looks=count)
 
 
 def read_look(
-    source: SceneSource, scene: Scene, bands: Sequence[str], gbox: GeoBox, mask: MaskParams
-) -> np.ndarray | None:
-    """One scene's `bands` on `gbox` as (bands, y, x) with NaN where masked, or None when its SCL
-    (read first) leaves no pixel, or less than `mask.min_valid_share`, of the window clear: then
-    its spectral bands are never read (a remote source downloads nothing more for it)."""
-    clear = None
+    source: SceneSource,
+    scene: Scene,
+    bands: Sequence[str],
+    gbox: GeoBox,
+    mask: MaskParams,
+    *,
+    out: np.ndarray | None = None,
+    clear: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One scene's `bands` on `gbox` as (bands, y, x) reflectance (NaN no data) and its clear-sky
+    mask (y, x), written into `out` and `clear` when given; None when its SCL (read first) leaves
+    no pixel, or less than `mask.min_valid_share`, of the window clear: then its spectral bands are
+    never read (a remote source downloads nothing more for it). Level-1C scenes (no SCL) are clear."""
+    shape = (gbox.shape.y, gbox.shape.x)
+    sky = np.empty(shape, np.bool_) if clear is None else clear
     if scene.has_scl:
-        clear = clear_of_flags(source.read(scene, ["SCL"], gbox)["SCL"], mask)
-        if not clear.any() or clear.mean() < mask.min_valid_share:
+        sky[...] = clear_of_flags(source.read(scene, ["SCL"], gbox)["SCL"], mask)
+        n_clear = np.count_nonzero(sky)
+        if n_clear == 0 or n_clear / sky.size < mask.min_valid_share:
             return None
+    else:
+        sky[...] = True
     data = source.read(scene, bands, gbox)
-    spectral = np.stack([data[b] for b in bands])
-    valid = np.isfinite(spectral).all(axis=0)
-    if clear is not None:
-        valid &= clear
-    spectral[:, ~valid] = np.nan
-    return spectral
+    spectral = np.empty((len(bands), *shape), np.float32) if out is None else out
+    for i, band in enumerate(bands):
+        spectral[i] = data[band]
+    return spectral, sky
 
 
 def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:

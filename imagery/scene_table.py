@@ -10,7 +10,7 @@ from imagery.sources.base import Scene
 
 def same_day_groups(scenes: Sequence[Scene]) -> dict[date, list[Scene]]:
     """Scenes by acquisition day: overlapping granules of one day are merged into a single look
-    (`composite.merge_same_day`), never counted twice."""
+    (`composite.median_composite` with the day of each look), never counted twice."""
     groups: dict[date, list[Scene]] = {}
     for scene in sorted(scenes, key=lambda s: (s.acquired, s.id)):
         groups.setdefault(scene.acquired, []).append(scene)

@@ -251,3 +251,33 @@ def test_kittler_cut_only_for_the_cva_alone() -> None:
     with pytest.raises(ValueError, match="structure_radius_px"):
         DetectorParams(threshold_method="kittler")
     assert DetectorParams(threshold_method="kittler", structure_radius_px=0).structure_radius_px == 0
+
+
+def test_local_structure_change_equals_scipy_window_means() -> None:
+    """The fused kernel gives what the formula gives with scipy's uniform_filter (float64)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    before = rng.normal(0.1, 0.05, (6, 70, 90)).astype(np.float32)
+    after = (1.3 * before + rng.normal(0, 0.01, before.shape)).astype(np.float32)
+    before[:, 5:15, 20:30] = np.nan
+    after[4, 40, 60] = np.nan
+    inv_scale = (1 / rng.uniform(0.002, 0.02, 6)).astype(np.float32)
+    valid = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    count = ndimage.uniform_filter(valid.astype(np.float64), 9, mode="constant")
+    inv_count = np.where(valid, 1.0 / np.maximum(count, 1e-12), 0.0)
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        return ndimage.uniform_filter(v, 9, mode="constant") * inv_count
+
+    total = np.zeros(valid.shape)
+    for k in range(6):
+        x = np.where(valid, before[k].astype(np.float64) * float(inv_scale[k]), 0.0)
+        y = np.where(valid, after[k].astype(np.float64) * float(inv_scale[k]), 0.0)
+        mx, my = mean(x), mean(y)
+        vx, vy = np.maximum(mean(x * x) - mx * mx, 0), np.maximum(mean(y * y) - my * my, 0)
+        total += (2 * (mean(x * y) - mx * my) + 1.0) / (vx + vy + 1.0)
+    expected = np.where(valid, (1.0 - total / 6).astype(np.float32), np.float32(np.nan))
+    got = local_structure_change(before, after, inv_scale, 4, 1.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.array_equal(np.isnan(got), ~valid)

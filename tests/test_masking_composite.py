@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imagery.composite import median_composite, merge_same_day
+from imagery.composite import median_composite
 from imagery.config import MaskParams
 from imagery.masking import valid_mask
 
@@ -42,17 +42,32 @@ def test_same_day_granules_merge_without_double_counting() -> None:
     a = np.full((6, 2, 2), np.nan, np.float32)
     a[:, 0, :] = 0.1
     b = np.full((6, 2, 2), 0.3, np.float32)
-    merged = merge_same_day([a, b])
-    assert merged[0].tolist() == [[0.1, 0.1], [0.3, 0.3]] or np.allclose(merged[0], [[0.1, 0.1], [0.3, 0.3]])
-    _, count = median_composite([merged])
+    c = np.full((6, 2, 2), 0.9, np.float32)
+    comp, count = median_composite([a, b, c], days=[7, 7, 8])
+    # first valid granule of day 7 (a where it has data, else b), with day 8 once each
+    np.testing.assert_allclose(comp[0], [[0.5, 0.5], [0.6, 0.6]], rtol=1e-6)
+    assert count.tolist() == [[2, 2], [2, 2]]
+    comp, count = median_composite([a, b], days=[7, 7])
+    np.testing.assert_allclose(comp[0], [[0.1, 0.1], [0.3, 0.3]], rtol=1e-6)
     assert count.max() == 1
+
+
+def test_clear_mask_excludes_looks_like_missing_data() -> None:
+    looks = np.stack([np.full((6, 3, 3), v, np.float32) for v in (0.1, 0.2, 0.9)])
+    clear = np.ones((3, 3, 3), bool)
+    clear[2, 1, 1] = False  # cloud on the third look
+    clear[:, 0, 0] = False  # cloud on every look
+    comp, count = median_composite(looks, clear=clear)
+    assert count[1, 1] == 2 and count[2, 2] == 3 and count[0, 0] == 0
+    assert abs(comp[3, 1, 1] - 0.15) < 1e-6 and comp[3, 2, 2] == np.float32(0.2)
+    assert np.isnan(comp[:, 0, 0]).all()
 
 
 def test_median_composite_equals_numpy_nanmedian_of_the_valid_looks() -> None:
     import warnings
 
     rng = np.random.default_rng(0)
-    for n_looks in (1, 2, 3, 4, 5):
+    for n_looks in (1, 2, 3, 4, 5, 6):
         looks = [rng.random((6, 40, 50), dtype=np.float32) for _ in range(n_looks)]
         for look in looks:
             look[rng.random(look.shape) < 0.1] = np.nan
