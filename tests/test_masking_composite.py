@@ -4,7 +4,7 @@ import numpy as np
 
 from imagery.composite import median_composite
 from imagery.config import MaskParams
-from imagery.masking import valid_mask
+from imagery.masking import clear_of_flags, valid_mask
 
 
 def test_scl_classes_are_masked_and_dilated() -> None:
@@ -18,6 +18,20 @@ def test_scl_classes_are_masked_and_dilated() -> None:
     assert valid[10, 13] and valid[19, 19]
     assert not valid[0, 0]
     assert valid_mask(spectral, scl, MaskParams(dilate_px=0)).sum() == 400 - 2
+
+
+def test_dilation_equals_binary_dilation_with_a_disk() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    for shape, radius in (((90, 70), 3), ((31, 45), 1), ((40, 40), 6), ((5, 9), 2)):
+        scl = np.where(rng.random(shape) < 0.01, 9, 4).astype(np.uint8)
+        scl[0, -1] = 3  # flagged on the edge: nothing is flagged beyond the array
+        yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+        disk = xx * xx + yy * yy <= radius * radius
+        expected = ~ndimage.binary_dilation(np.isin(scl, (3, 9)), structure=disk)
+        got = clear_of_flags(scl, MaskParams(scl_classes=(3, 9), dilate_px=radius))
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_no_scl_masks_only_missing_data() -> None:

@@ -116,23 +116,35 @@ def _read_aligned(
     margin = 1 if bilinear else 0  # bilinear weights reach one file pixel beyond the centre's
     r0, r1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, src.height)
     c0, c1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, src.width)
-    out = np.zeros((ny, nx), src.dtypes[band - 1])
-    if r0 >= r1 or c0 >= c1:
-        return out
-    data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
     inside_r = np.flatnonzero((rows >= 0) & (rows < src.height))
     inside_c = np.flatnonzero((cols >= 0) & (cols < src.width))
-    if inside_r.size == 0 or inside_c.size == 0:
-        return out
+    if r0 >= r1 or c0 >= c1 or inside_r.size == 0 or inside_c.size == 0:
+        return np.zeros((ny, nx), src.dtypes[band - 1])
+    data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
+    if k == 1 and data.shape == (ny, nx):  # the window itself, all of it on the file
+        if src_nodata != 0:
+            data[data == src_nodata] = 0
+        return data
+    out = np.zeros((ny, nx), data.dtype)
     rs, cs = slice(inside_r[0], inside_r[-1] + 1), slice(inside_c[0], inside_c[-1] + 1)
     if bilinear:
-        values = _bilinear_upsample(data, data != src_nodata, at, (r0, c0), inside_r, inside_c)
-    else:  # nearest: the window itself (k == 1) or each file pixel repeated k x k times
-        values = data if k == 1 else data[np.ix_(rows[rs] - r0, cols[cs] - c0)]
-        if src_nodata != 0:
-            values[values == src_nodata] = 0
-    out[rs, cs] = values
+        out[rs, cs] = _bilinear_upsample(data, data != src_nodata, at, (r0, c0), inside_r, inside_c)
+        return out
+    # nearest: the window itself (k == 1) or each file pixel repeated k x k times
+    values = out[rs, cs]
+    _take(data, rows[rs] - r0, cols[cs] - c0, values)
+    if src_nodata != 0:
+        values[values == src_nodata] = 0
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _take(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """out[i, j] = data[rows[i], cols[j]] (np.ix_ indexing without the index arrays)."""
+    for i in range(rows.size):
+        r = rows[i]
+        for j in range(cols.size):
+            out[i, j] = data[r, cols[j]]
 
 
 def _bilinear_upsample(
@@ -150,26 +162,38 @@ def _bilinear_upsample(
     k = at.factor
     pos_r = (at.row + inside_r + 0.5) / k - 0.5 - origin[0]
     pos_c = (at.col + inside_c + 0.5) / k - 0.5 - origin[1]
+    # per row and per column once: the upper-left neighbour, its weight's complement, the centre
+    r0, c0 = np.floor(pos_r), np.floor(pos_c)
+    centre_r, centre_c = np.floor(pos_r + 0.5).astype(np.intp), np.floor(pos_c + 0.5).astype(np.intp)
     out = np.empty((pos_r.size, pos_c.size), data.dtype)
-    _bilinear(data, valid, pos_r, pos_c, np.issubdtype(data.dtype, np.integer), out)
+    _bilinear(
+        data, valid, r0.astype(np.intp), pos_r - r0, centre_r, c0.astype(np.intp), pos_c - c0, centre_c,
+        np.issubdtype(data.dtype, np.integer), out,
+    )  # fmt: skip
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _bilinear(
-    data: np.ndarray, valid: np.ndarray, pos_r: np.ndarray, pos_c: np.ndarray, to_int: bool, out: np.ndarray
+    data: np.ndarray,
+    valid: np.ndarray,
+    row0: np.ndarray,
+    frac_r: np.ndarray,
+    centre_r: np.ndarray,
+    col0: np.ndarray,
+    frac_c: np.ndarray,
+    centre_c: np.ndarray,
+    to_int: bool,
+    out: np.ndarray,
 ) -> None:  # pragma: no cover
     nr, nc = data.shape
-    for i in range(pos_r.size):
-        r0 = int(np.floor(pos_r[i]))
-        fr = pos_r[i] - r0
-        r_centre = int(np.floor(pos_r[i] + 0.5))
-        for j in range(pos_c.size):
-            if not valid[r_centre, int(np.floor(pos_c[j] + 0.5))]:
+    for i in range(row0.size):
+        r0, fr, rc = row0[i], frac_r[i], centre_r[i]
+        for j in range(col0.size):
+            if not valid[rc, centre_c[j]]:
                 out[i, j] = 0
                 continue
-            c0 = int(np.floor(pos_c[j]))
-            fc = pos_c[j] - c0
+            c0, fc = col0[j], frac_c[j]
             num = 0.0
             den = 0.0
             for dr in range(2):
