@@ -13,20 +13,24 @@ Method (Canty & Nielsen's IR-MAD used as a no-change detector, then per-band reg
    offset`` gives the normalisation. Orthogonal regression treats both dates as noisy, so it
    is symmetric and does not shrink the gain like ordinary least squares would.
 
-Everything is computed with partial sums over chunks of float32 pixels (float64 only for the
-tiny accumulators), so a sample of millions of pixels costs one pass per iteration.
+The sample is one C-contiguous (N, 2p) float32 matrix; each iteration is two fused numba passes
+over it (weighted moments; standardised MADs to no-change probability) with float64 sums per
+block of ``BLOCK_PX`` rows, added in block order, so the result does not depend on the thread
+count and no (N, ...) temporary is made.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
+import numba
 import numpy as np
 from pydantic import BaseModel, Field
 
-#: Pixels per chunk of the partial-sum passes (bounded memory, vectorised inside).
-CHUNK_PX = 1 << 18
+#: Rows per block of the fused passes (one block per parallel task; block sums added in order).
+BLOCK_PX = 1 << 15
+#: Histogram bins of the median selection (`_row_medians`).
+MEDIAN_BINS = 1 << 16
 
 
 class Normalization(BaseModel):
@@ -77,31 +81,59 @@ def _valid_pairs(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     b = before.reshape(p, -1)
     a = after.reshape(p, -1)
     ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)
-    return np.concatenate([b[:, ok], a[:, ok]], axis=0).T.astype(np.float32, copy=False)
+    xy = np.empty((int(ok.sum()), 2 * p), np.float32)
+    for k in range(p):
+        xy[:, k] = b[k, ok]
+        xy[:, p + k] = a[k, ok]
+    return xy
 
 
-def _chunks(n: int) -> Iterator[slice]:
-    for start in range(0, n, CHUNK_PX):
-        yield slice(start, min(n, start + CHUNK_PX))
+def _blocks(n: int) -> int:
+    return (n + BLOCK_PX - 1) // BLOCK_PX
+
+
+@numba.njit(parallel=True, cache=True)
+def _block_moments(
+    xy: np.ndarray, w: np.ndarray, centre: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per block of rows: sum of w, sum of w v and sum of w v v^T (v = row - centre), float64."""
+    n, m = xy.shape
+    nblk = (n + BLOCK_PX - 1) // BLOCK_PX
+    sw = np.zeros(nblk)
+    s1 = np.zeros((nblk, m))
+    s2 = np.zeros((nblk, m, m))
+    for blk in numba.prange(nblk):
+        v = np.empty(m)
+        a1 = np.zeros(m)
+        a2 = np.zeros((m, m))
+        aw = 0.0
+        for i in range(blk * BLOCK_PX, min(n, (blk + 1) * BLOCK_PX)):
+            wi = np.float64(w[i])
+            aw += wi
+            for j in range(m):
+                v[j] = np.float64(xy[i, j]) - centre[j]
+            for j in range(m):
+                wv = wi * v[j]
+                a1[j] += wv
+                for k in range(m):  # the whole square: a loop the compiler vectorises
+                    a2[j, k] += wv * v[k]
+        sw[blk] = aw
+        s1[blk] = a1
+        s2[blk] = a2
+    return sw, s1, s2
 
 
 def _weighted_moments(xy: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Sum of weights, weighted mean and weighted covariance, by partial sums over chunks."""
-    m = xy.shape[1]
-    # shift by a rough centre so the float32 products stay well conditioned
-    centre = xy[:: max(1, len(xy) // 4096)].mean(axis=0, dtype=np.float64).astype(np.float32)
-    sw = 0.0
-    s1 = np.zeros(m, np.float64)
-    s2 = np.zeros((m, m), np.float64)
-    for sl in _chunks(len(xy)):
-        v = xy[sl] - centre
-        ww = w[sl]
-        sw += float(ww.sum(dtype=np.float64))
-        s1 += (ww @ v).astype(np.float64)
-        s2 += ((v * ww[:, None]).T @ v).astype(np.float64)
-    mean_c = s1 / max(sw, 1e-12)
+    """Sum of weights, weighted mean and weighted covariance of the rows, in one fused pass."""
+    # shift by a rough centre so the sums of products stay well conditioned
+    centre = xy[:: max(1, len(xy) // 4096)].mean(axis=0, dtype=np.float64)
+    bsw, bs1, bs2 = _block_moments(xy, w, centre)
+    sw = float(np.sum(bsw))
+    s2 = bs2.sum(axis=0)
+    s2 = 0.5 * (s2 + s2.T)
+    mean_c = bs1.sum(axis=0) / max(sw, 1e-12)
     cov = s2 / max(sw, 1e-12) - np.outer(mean_c, mean_c)
-    return sw, mean_c + centre.astype(np.float64), cov
+    return sw, mean_c + centre, cov
 
 
 def _inv_sqrt(c: np.ndarray) -> np.ndarray:
@@ -194,11 +226,75 @@ def _robust_mad_var(
     equals ``2 (1 - rho)`` for Gaussian no-change data and ignores a minority of changed pixels.
     """
     sub = xy[:: max(1, len(xy) // max_sample)]
-    mads = (sub - mean.astype(np.float32)) @ np.concatenate([a, -b], axis=0).astype(np.float32)
-    med = np.median(mads, axis=0)
-    scale = 1.4826 * np.median(np.abs(mads - med), axis=0)
+    t = np.concatenate([a, -b], axis=0).astype(np.float64)
+    mads = _mads(sub, t, np.asarray(mean, np.float64) @ t)
+    med = _row_medians(mads)
+    mads -= med[:, None].astype(np.float32)
+    np.abs(mads, out=mads)
+    scale = 1.4826 * _row_medians(mads)
     floor = 1e-6 * np.maximum(2.0 * (1.0 - rho), 1e-12)
     return np.maximum(scale.astype(np.float64) ** 2, floor)
+
+
+@numba.njit(cache=True, inline="always")
+def _bin(v: float, lo: float, scale: float) -> int:  # pragma: no cover - compiled
+    """Histogram bin of v: 0 below lo, 1..MEDIAN_BINS inside, MEDIAN_BINS + 1 at or above the top."""
+    return int(min(max((np.float64(v) - lo) * scale + 1.0, 0.0), MEDIAN_BINS + 1.0))
+
+
+@numba.njit(cache=True)
+def _middle(x: np.ndarray, lo: float, hi: float, k1: int, k2: int, limit: int) -> float:  # pragma: no cover
+    """Mean of the k1-th and k2-th smallest values of x, NaN when more than `limit` values share
+    their histogram bins on [lo, hi] (then a wider range is needed); only those values are sorted."""
+    scale = MEDIAN_BINS / (hi - lo)
+    hist = np.zeros(MEDIAN_BINS + 2, np.int64)
+    for i in range(len(x)):
+        hist[_bin(x[i], lo, scale)] += 1
+    below = 0
+    b1 = 0
+    while below + hist[b1] <= k1:
+        below += hist[b1]
+        b1 += 1
+    b2 = b1
+    upto = below + hist[b1]
+    while upto <= k2:
+        b2 += 1
+        upto += hist[b2]
+    if upto - below > limit:
+        return np.nan
+    buf = np.empty(upto - below, np.float32)
+    j = 0
+    for i in range(len(x)):
+        b = _bin(x[i], lo, scale)
+        if b1 <= b <= b2:
+            buf[j] = x[i]
+            j += 1
+    buf.sort()
+    return 0.5 * (np.float64(buf[k1 - below]) + np.float64(buf[k2 - below]))
+
+
+@numba.njit(parallel=True, cache=True)
+def _row_medians(rows: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Exact median of each row of a (p, n) float32 array (the mean of the middle two for even n,
+    as np.median) in three passes: a histogram over the range where a subsample puts the median
+    (the whole range if that misses), then a sort of only the values in the middle ranks' bins."""
+    p, n = rows.shape
+    out = np.empty(p)
+    k1 = (n - 1) // 2
+    k2 = n // 2
+    for r in numba.prange(p):
+        x = rows[r]
+        sub = np.sort(x[:: max(1, n // 4096)])
+        ns = len(sub)
+        lo = np.float64(sub[ns * 2 // 5])
+        hi = np.float64(sub[min(ns - 1, ns * 3 // 5)])
+        m = _middle(x, lo, hi, k1, k2, max(n // 16, 1024)) if lo < hi else np.nan
+        if np.isnan(m):
+            lo = np.float64(x.min())
+            hi = np.float64(x.max())
+            m = lo if lo == hi else _middle(x, lo, hi, k1, k2, n)
+        out[r] = m
+    return out
 
 
 def irmad_chi2(
@@ -206,20 +302,72 @@ def irmad_chi2(
 ) -> np.ndarray:
     """Standardised MAD chi-square statistic of each row of an (N, 2p) matrix (float32)."""
     # MAD = A^T (x - mx) - B^T (y - my) = [A; -B]^T (xy - mean), scaled by 1/sigma
-    t = (np.concatenate([a, -b], axis=0) / np.sqrt(mad_var)[None, :]).astype(np.float32)
-    shift = (mean.astype(np.float32) @ t).astype(np.float32)
-    z = np.empty(len(xy), np.float32)
-    for sl in _chunks(len(xy)):
-        mads = xy[sl] @ t - shift
-        z[sl] = np.einsum("ij,ij->i", mads, mads)
-    return z
+    t, shift = _mad_transform(mean, a, b, mad_var)
+    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, 0)
 
 
 def irmad_probability(
     xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
 ) -> np.ndarray:
     """No-change probability of each row: chi-square survival of its standardised MADs."""
-    return chi2_sf(irmad_chi2(xy, mean, a, b, mad_var), a.shape[0])
+    dof = a.shape[0]
+    if dof % 2:
+        return chi2_sf(irmad_chi2(xy, mean, a, b, mad_var), dof)
+    t, shift = _mad_transform(mean, a, b, mad_var)
+    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, dof)
+
+
+def _mad_transform(
+    mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(2p, p) matrix and (p,) shift mapping a row to its standardised MADs: ``row @ t - shift``."""
+    # MAD = A^T (x - mx) - B^T (y - my) = [A; -B]^T (xy - mean), scaled by 1/sigma
+    t = np.concatenate([a, -b], axis=0) / np.sqrt(mad_var)[None, :]
+    return np.ascontiguousarray(t, dtype=np.float64), np.asarray(mean, np.float64) @ t
+
+
+@numba.njit(parallel=True, cache=True)
+def _mads(xy: np.ndarray, t: np.ndarray, shift: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(p, n) float32 MAD variates ``row @ t - shift`` of the n rows, one contiguous row per variate."""
+    n, m = xy.shape
+    p = t.shape[1]
+    out = np.empty((p, n), np.float32)
+    for i in numba.prange(n):
+        for c in range(p):
+            d = -shift[c]
+            for j in range(m):
+                d += np.float64(xy[i, j]) * t[j, c]
+            out[c, i] = d
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _mad_chi2(
+    xy: np.ndarray, t: np.ndarray, shift: np.ndarray, sf_dof: int
+) -> np.ndarray:  # pragma: no cover
+    """Per row, the sum of squared standardised MADs (``sf_dof`` 0) or, for an even ``sf_dof``,
+    its chi-square survival with that many degrees of freedom (see `chi2_sf_even`); float32."""
+    n, m = xy.shape
+    p = t.shape[1]
+    out = np.empty(n, np.float32)
+    for i in numba.prange(n):
+        z = 0.0
+        for c in range(p):
+            d = -shift[c]
+            for j in range(m):
+                d += np.float64(xy[i, j]) * t[j, c]
+            z += d * d
+        if sf_dof == 0:
+            out[i] = z
+        else:
+            h = 0.5 * z
+            term = 1.0
+            total = 1.0
+            for k in range(1, sf_dof // 2):
+                term = term * h / k
+                total += term
+            out[i] = np.exp(-h) * total
+    return out
 
 
 def _orthogonal_regression(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:

@@ -37,8 +37,9 @@ from imagery.stageclock import CHANGE, COREG, READ, StageClock
 COREG_BAND = CHANGE_BANDS.index("B08")
 #: Largest window the pair fit reads at full resolution (pixels per side).
 FIT_WINDOW_PX = 2048
-#: Pixels handed to the radiometric and change-model fits (a random subsample beyond this).
-FIT_MAX_PIXELS = 4_000_000
+#: Pixels handed to the radiometric and change-model fits (a random subsample beyond this): both
+#: fit a few dozen global numbers, which a million pixels pin down (docs/performance.md).
+FIT_MAX_PIXELS = 1_000_000
 
 
 class GridSpec(BaseModel):
@@ -308,12 +309,11 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
             aligned = shift.apply(after.bands, origin)
     with clock.stage(CHANGE):
         b, a = _sample_pixels(before.bands, aligned)
+        del before, after, aligned  # the window composites: only the sample is used from here on
         if b.shape[-1] == 0:
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
         norm = normalize.fit_normalization(b, a)
-        model = change.fit_change_model(
-            before.bands, normalize.apply_normalization(aligned, norm), params.change
-        )
+        model = change.fit_change_model(b, normalize.apply_normalization(a, norm), params.change)
     return PairModel(shift=shift, normalization=norm, change=model)
 
 

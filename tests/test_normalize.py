@@ -8,11 +8,15 @@ from scipy import stats
 
 from imagery.normalize import (
     Normalization,
+    _row_medians,
+    _weighted_moments,
     apply_normalization,
     chi2_sf,
     chi2_sf_even,
     fit_normalization,
+    irmad_chi2,
     irmad_fit,
+    irmad_probability,
 )
 
 GAIN = np.array([1.10, 0.90, 1.20, 0.85, 1.05, 0.95], np.float32)
@@ -94,3 +98,39 @@ def test_normalization_json_roundtrip_and_identity_fallback() -> None:
     assert again == norm
     tiny = fit_normalization(before[:, :2, :2], after[:, :2, :2])
     assert tiny.gain == [1.0] * 6 and tiny.offset == [0.0] * 6
+
+
+def test_row_medians_exact_on_awkward_rows() -> None:
+    """The histogram selection gives np.median's value on ties, heavy tails, constants, tiny rows."""
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 5, 1000, 200_001):
+        rows = np.stack(
+            [
+                rng.normal(size=n),
+                np.round(rng.normal(size=n) * 10) / 10,  # many ties
+                rng.standard_cauchy(size=n) * 1e4,  # a range far wider than the spread
+                np.full(n, 0.25),
+                np.r_[np.zeros(n - n // 2), np.full(n // 2, 7.0)],  # two values only
+            ]
+        ).astype(np.float32)
+        want = [0.5 * (float(np.sort(r)[(n - 1) // 2]) + float(np.sort(r)[n // 2])) for r in rows]
+        np.testing.assert_array_equal(_row_medians(rows), want)
+
+
+def test_fused_passes_match_plain_numpy() -> None:
+    """Weighted moments and no-change probabilities of the fused kernels equal the textbook formulas."""
+    before, after = _scene(seed=5)
+    xy = np.concatenate([before.reshape(6, -1), after.reshape(6, -1)]).T.copy()
+    w = np.random.default_rng(6).random(len(xy)).astype(np.float32)
+    sw, mean, cov = _weighted_moments(xy, w)
+    x64 = xy.astype(np.float64)
+    np.testing.assert_allclose(sw, w.sum(dtype=np.float64), rtol=1e-9)
+    np.testing.assert_allclose(mean, np.average(x64, axis=0, weights=w), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(x64, rowvar=False, aweights=w, bias=True), rtol=1e-7, atol=1e-12)
+    model, _ = irmad_fit(xy)
+    args = (np.array(model.mean_before + model.mean_after), np.array(model.a), np.array(model.b))
+    var = np.square(model.mad_std)
+    mads = (x64 - args[0]) @ np.concatenate([args[1], -args[2]]) / np.sqrt(var)
+    z = np.sum(mads * mads, axis=1)
+    np.testing.assert_allclose(irmad_chi2(xy, *args, var), z, rtol=1e-5)
+    np.testing.assert_allclose(irmad_probability(xy, *args, var), stats.chi2.sf(z, 6), atol=1e-6)
