@@ -40,6 +40,8 @@ FIT_WINDOW_PX = 2048
 #: Pixels handed to the radiometric and change-model fits (a random subsample beyond this): both
 #: fit a few dozen global numbers, which a million pixels pin down (docs/performance.md).
 FIT_MAX_PIXELS = 1_000_000
+#: Rows of the fit window read and composited at a time (see `read_composite_by_strips`).
+FIT_STRIP_ROWS = 256
 
 
 class GridSpec(BaseModel):
@@ -199,6 +201,24 @@ def read_composite(
     return Composite(bands=stack, valid_looks=count)
 
 
+def read_composite_by_strips(
+    source: SceneSource, scenes: Sequence[Scene], gbox: GeoBox, settings: Settings, rows: int = FIT_STRIP_ROWS
+) -> Composite:
+    """`read_composite` of a large window, `rows` rows at a time, for the memory of one strip's looks:
+    each strip is read with a halo as wide as the cloud-mask dilation, so its values are the window's
+    (a scene is skipped per strip, as per tile, when `mask.min_valid_share` asks for a share)."""
+    halo = settings.mask.dilate_px
+    ny, nx = gbox.shape.y, gbox.shape.x
+    out = Composite(np.empty((len(CHANGE_BANDS), ny, nx), np.float32), np.empty((ny, nx), np.uint8))
+    for r0 in range(0, ny, rows):
+        r1 = min(ny, r0 + rows)  # a GeoBox slice is not clipped to its shape
+        p0, p1 = max(0, r0 - halo), min(ny, r1 + halo)
+        part = read_composite(source, scenes, gbox[p0:p1, :], settings)
+        out.bands[:, r0:r1] = part.bands[:, r0 - p0 : r1 - p0]
+        out.valid_looks[r0:r1] = part.valid_looks[r0 - p0 : r1 - p0]
+    return out
+
+
 def read_look(
     source: SceneSource,
     scene: Scene,
@@ -289,8 +309,8 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
     clock = clock or StageClock()
     gbox, origin = _fit_window(plan.grid.geobox())
     with clock.stage(READ):
-        before = read_composite(source, plan.before, gbox, plan.settings)
-        after = read_composite(source, plan.after, gbox, plan.settings)
+        before = read_composite_by_strips(source, plan.before, gbox, plan.settings)
+        after = read_composite_by_strips(source, plan.after, gbox, plan.settings)
     if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
