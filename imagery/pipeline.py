@@ -207,15 +207,24 @@ def read_composite_by_strips(
     """`read_composite` of a large window, `rows` rows at a time, for the memory of one strip's looks:
     each strip is read with a halo as wide as the cloud-mask dilation, so its values are the window's
     (a scene is skipped per strip, as per tile, when `mask.min_valid_share` asks for a share)."""
-    halo = settings.mask.dilate_px
     ny, nx = gbox.shape.y, gbox.shape.x
     out = Composite(np.empty((len(CHANGE_BANDS), ny, nx), np.float32), np.empty((ny, nx), np.uint8))
+    for padded, strip, inner in row_strips(gbox, settings.mask.dilate_px, rows):
+        part = read_composite(source, scenes, padded, settings)
+        out.bands[:, strip] = part.bands[:, inner]
+        out.valid_looks[strip] = part.valid_looks[inner]
+    return out
+
+
+def row_strips(gbox: GeoBox, halo: int, rows: int = FIT_STRIP_ROWS) -> list[tuple[GeoBox, slice, slice]]:
+    """`gbox` cut into strips of `rows` rows, each padded by `halo` rows inside `gbox`: the padded
+    window, the strip's rows in `gbox` and the same rows in the padded window."""
+    ny = gbox.shape.y
+    out = []
     for r0 in range(0, ny, rows):
         r1 = min(ny, r0 + rows)  # a GeoBox slice is not clipped to its shape
         p0, p1 = max(0, r0 - halo), min(ny, r1 + halo)
-        part = read_composite(source, scenes, gbox[p0:p1, :], settings)
-        out.bands[:, r0:r1] = part.bands[:, r0 - p0 : r1 - p0]
-        out.valid_looks[r0:r1] = part.valid_looks[r0 - p0 : r1 - p0]
+        out.append((gbox[p0:p1, :], slice(r0, r1), slice(r0 - p0, r1 - p0)))
     return out
 
 
@@ -258,11 +267,12 @@ def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:
 
 
 def read_windows(plan: RunPlan) -> list[GeoBox]:
-    """Every grid window a run reads from each scene: the fit window, then every tile with its halo
-    (the tie-point NIR reads use the same padded tile windows), so a prefetch of these windows
-    is all the run will read."""
+    """Every grid window a run reads from each scene: the strips of the fit window, then every tile
+    with its halo (the tie-point NIR reads use the same padded tile windows), so a prefetch of these
+    windows is all the run will read."""
     gbox = plan.grid.geobox()
-    return [_fit_window(gbox)[0], *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
+    fit = [padded for padded, _, _ in row_strips(_fit_window(gbox)[0], plan.settings.mask.dilate_px)]
+    return [*fit, *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
 
 
 def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
