@@ -27,6 +27,10 @@ CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     255: ("no data", (0, 0, 0, 0)),
 }
 MAN_MADE_CLASSES = (1, 2, 3)
+#: Largest absolute error of the stored change score (LERC): a float32 score 0..1 does not
+#: compress losslessly (deflate ratio 1.17 on a Lima-sized run); to 0.001 it is ~5x smaller
+#: and written ~2x faster (benchmarks/compression.py, docs/performance.md).
+SCORE_MAX_ERROR = 0.001
 NATURAL_CLASSES = (4, 5, 6)
 CLASS_NODATA = 255
 
@@ -73,8 +77,10 @@ def finish_cog(
     description: str,
     categorical: bool,
     predictor: str,
+    max_error: float = 0.0,
 ) -> Path:
-    """Turn an assembled scratch GeoTIFF into a COG with overviews, statistics and metadata."""
+    """Turn an assembled scratch GeoTIFF into a COG with overviews, statistics and metadata;
+    lossless deflate with `predictor`, or LERC to `max_error` (absolute) when it is above 0."""
     with rasterio.open(scratch, "r+") as ds:
         ds.set_band_description(1, description)
         stats = ds.stats(approx=False)[0]
@@ -86,6 +92,9 @@ def finish_cog(
             ds.write_colormap(1, {k: rgba for k, (_, rgba) in CHANGE_CLASSES.items()})
             ds.update_tags(1, **{f"CLASS_{k}": name for k, (name, _) in CHANGE_CLASSES.items()})
     options: dict[str, object] = dict(COG_OPTIONS, PREDICTOR=predictor)
+    if max_error > 0:
+        options |= {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": max_error}
+        del options["PREDICTOR"]
     options["RESAMPLING"] = "NEAREST" if categorical else "AVERAGE"
     with atomic_path(final) as tmp:
         rio_copy(scratch, tmp, driver="COG", **options)

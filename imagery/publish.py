@@ -17,7 +17,7 @@ from rasterio.windows import Window
 from imagery import __version__
 from imagery.components import strip_bounds
 from imagery.districts import district_summary
-from imagery.export import CLASS_NODATA, finish_cog, write_json
+from imagery.export import CLASS_NODATA, SCORE_MAX_ERROR, finish_cog, write_json
 from imagery.grid import pixel_area_m2
 from imagery.hotspots import HotspotStats, PatchSieve, SeenBefore, attribute_districts, mark_history
 from imagery.layers import write_vector_layers
@@ -115,7 +115,7 @@ def publish(
             outputs = {
                 "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
                                            description=SCORE_DESCRIPTION, categorical=False,
-                                           predictor="FLOATING_POINT"),
+                                           predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR),
                 "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
                                            description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
             }  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
-from imagery.export import CHANGE_CLASSES
+from imagery.export import CHANGE_CLASSES, SCORE_MAX_ERROR
 from tests.rfc7946 import rfc7946_problems
 
 pytestmark = pytest.mark.slow
@@ -59,6 +59,13 @@ def test_rasters_are_valid_cogs_with_metadata(run: Path) -> None:
                 assert float(tags["STATISTICS_MAXIMUM"]) <= 6
             else:
                 assert 0 <= float(tags["STATISTICS_MINIMUM"]) <= float(tags["STATISTICS_MAXIMUM"]) <= 1
+                assert ds.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "LERC_DEFLATE"
+    with rasterio.open(run / "change_score.tif") as s, rasterio.open(run / "change_class.tif") as c:
+        score, classes = s.read(1), c.read(1)
+    # natural change (4-6) is only typed above the score threshold 0.5 (the man-made mask is also
+    # closed morphologically), so the stored score reads so within its quantisation
+    natural = (classes >= 4) & (classes <= 6)
+    assert natural.sum() > 1000 and (score[natural] > 0.5 - SCORE_MAX_ERROR).all()
 
 
 def test_hotspots_geojson_is_rfc7946_with_the_attributes_planners_filter_on(run: Path) -> None:

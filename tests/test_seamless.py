@@ -13,6 +13,7 @@ import rasterio
 from imagery import demo
 from imagery.config import load_settings
 from imagery.execute import tile_to_file
+from imagery.export import SCORE_MAX_ERROR
 from imagery.pipeline import PairModel, RunPlan, fit_pair, plan_run, read_composite, read_composite_by_strips
 from imagery.publish import publish
 from imagery.sources.local import LocalSource, open_scene
@@ -52,9 +53,11 @@ def test_tiled_run_equals_whole_scene_run(small_demo: Path, tmp_path: Path) -> N
 
     score_t, score_w = _read(tiled_run / "change_score.tif"), _read(whole_run / "change_score.tif")
     assert np.isfinite(score_w).mean() > 0.5
-    # Equal up to float32 rounding: window sums (change.py's structure factor) accumulate from the
-    # window's edge, so a pixel's last bit can depend on where its tile starts. Classes are exact.
-    np.testing.assert_allclose(score_t, score_w, rtol=0, atol=1e-6)
+    # Equal up to float32 rounding (window sums can differ in the last bit with the tile start),
+    # which can move a rare value across a step of the stored score's quantisation (LERC, to
+    # SCORE_MAX_ERROR). A seam would differ along whole tile edges. Classes are exact.
+    off = np.abs(np.nan_to_num(score_t) - np.nan_to_num(score_w))
+    assert off.max() <= 2 * SCORE_MAX_ERROR and np.count_nonzero(off > 1e-6) <= 0.0001 * off.size
     assert np.array_equal(np.isnan(score_t), np.isnan(score_w))
     class_t, class_w = _read(tiled_run / "change_class.tif"), _read(whole_run / "change_class.tif")
     assert np.isin([1, 2, 3], class_w).all(), "the scene should hold man-made change"
