@@ -47,6 +47,7 @@ from pydantic import BaseModel, Field, model_validator
 from scipy import ndimage
 
 from imagery.components import sieve_mask
+from imagery.morphology import dilate, erode, half_widths
 from imagery.normalize import _valid_pairs, irmad_chi2, irmad_fit
 
 #: Widest neighbourhood (pixels) any per-tile operation reads: tiles need this much halo.
@@ -561,35 +562,41 @@ def change_classes(
         & np.all(np.isfinite(after_normalized), axis=0)
     )
     changed = valid & (np.nan_to_num(score, nan=0.0) > thr)
-    ib, ia = _indices(before), _indices(after_normalized)
+    # the typing is per pixel: computed on the changed pixels only (a few % of a tile)
+    where = np.flatnonzero(changed)
+    b = before.reshape(before.shape[0], -1)[:, where]
+    a = after_normalized.reshape(after_normalized.shape[0], -1)[:, where]
+    ib, ia = _indices(b), _indices(a)
     veg_b = ib["ndvi"] > dp.ndvi_vegetation
     veg_a = ia["ndvi"] > dp.ndvi_vegetation
-    wat_b = (ib["mndwi"] > dp.mndwi_water) & (before[_N] < dp.water_nir_max) & ~veg_b
-    wat_a = (ia["mndwi"] > dp.mndwi_water) & (after_normalized[_N] < dp.water_nir_max) & ~veg_a
+    wat_b = (ib["mndwi"] > dp.mndwi_water) & (b[_N] < dp.water_nir_max) & ~veg_b
+    wat_a = (ia["mndwi"] > dp.mndwi_water) & (a[_N] < dp.water_nir_max) & ~veg_a
     dndvi = ia["ndvi"] - ib["ndvi"]
 
     dsoil = ia["soil"] - ib["soil"]
 
-    out = np.zeros(score.shape, np.uint8)
+    typed = np.zeros(where.size, np.uint8)
     # natural classes first: water on either date (glint, turbidity, flooding) unless the
     # after pixel became land (reclamation, new construction), then vegetation dynamics
     land_a = ~wat_a & ~veg_a & (ia["ndbi"] > dp.ndbi_built)
-    water = changed & ((wat_b & ~land_a) | (~wat_b & wat_a))
-    veg_gain = changed & ~water & veg_a & (dndvi > dp.veg_gain_dndvi)
-    veg_loss = changed & ~water & ~veg_gain & veg_b & veg_a
-    man = changed & ~(water | veg_gain | veg_loss)
+    water = (wat_b & ~land_a) | (~wat_b & wat_a)
+    veg_gain = ~water & veg_a & (dndvi > dp.veg_gain_dndvi)
+    veg_loss = ~water & ~veg_gain & veg_b & veg_a
+    man = ~(water | veg_gain | veg_loss)
     # man-made typing from the direction of change: cleared vegetation -> soil disturbance;
     # water filled or a surface becoming less soil-like (roofs, pavement) -> built-up gain;
     # a surface becoming more soil-like or brighter bare ground -> built-up loss
     soil = man & veg_b & ~veg_a
     gain = man & ~soil & (wat_b | (dsoil < 0))
     loss = man & ~soil & ~gain
-    out[soil] = SOIL_DISTURBANCE
-    out[gain] = BUILT_GAIN
-    out[loss] = BUILT_LOSS
-    out[water] = WATER_CHANGE
-    out[veg_gain] = VEGETATION_GAIN
-    out[veg_loss] = VEGETATION_LOSS
+    typed[soil] = SOIL_DISTURBANCE
+    typed[gain] = BUILT_GAIN
+    typed[loss] = BUILT_LOSS
+    typed[water] = WATER_CHANGE
+    typed[veg_gain] = VEGETATION_GAIN
+    typed[veg_loss] = VEGETATION_LOSS
+    out = np.zeros(score.shape, np.uint8)
+    out.reshape(-1)[where] = typed
     out = _clean_man_made(out, dp)
     out[~valid] = NODATA
     return out
@@ -600,11 +607,11 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     man = np.isin(classes, MAN_MADE_CLASSES)
     cleaned = man
     if dp.open_radius_px:
-        st = _disk(dp.open_radius_px)
-        cleaned = ndimage.binary_dilation(ndimage.binary_erosion(cleaned, st, border_value=1), st)
+        half = half_widths(_disk(dp.open_radius_px))
+        cleaned = dilate(erode(cleaned, half), half)
     if dp.close_radius_px:
-        st = _disk(dp.close_radius_px)
-        cleaned = ndimage.binary_erosion(ndimage.binary_dilation(cleaned, st), st, border_value=1)
+        half = half_widths(_disk(dp.close_radius_px))
+        cleaned = erode(dilate(cleaned, half), half)
     out = classes.copy()
     out[man & ~cleaned] = NO_CHANGE
     added = cleaned & ~man

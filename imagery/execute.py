@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
+from imagery.grid import read_order
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
@@ -88,12 +89,14 @@ def run_tiles(
         else:
             cluster = stack.enter_context(local_cluster(workers, memory_per_worker))
             client = stack.enter_context(Client(cluster))
+        order = [t.name for t in read_order(plan.tiles())]
         futures = {
             client.submit(
-                tile_to_file, plan, model, source, name, path, key=f"vigia-tile-{name}-{keys[name]}"
+                tile_to_file, plan, model, source, name, targets[name],
+                key=f"vigia-tile-{name}-{keys[name]}", priority=len(order) - i,
             ): name
-            for name, path in targets.items()
-        }
+            for i, name in enumerate(order)
+        }  # fmt: skip
         done = []
         for i, fut in enumerate(as_completed(futures), 1):
             path, reused = fut.result()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from odc.geo.geobox import GeoBox
@@ -89,3 +90,23 @@ def tiles(gbox: GeoBox, tile_size: int) -> list[Tile]:
         for j, c0 in enumerate(range(0, nx, tile_size)):
             out.append(Tile(i, j, r0, c0, min(tile_size, ny - r0), min(tile_size, nx - c0)))
     return out
+
+
+#: Tile rows read together, column by column (see `read_order`).
+READ_STRIP_ROWS = 2
+
+
+def read_order(tile_list: Sequence[Tile], strip_rows: int = READ_STRIP_ROWS) -> list[Tile]:
+    """The tiles in an order whose reads reuse decoded file blocks: down each column of a strip of
+    `strip_rows` tile rows, strips alternately left to right and right to left.
+
+    A tile's halo lies in its neighbours' blocks. Row by row, the blocks a tile row shares with the
+    next were evicted from GDAL's block cache before the next row got to them (a least-recently-used
+    model of the Lima grid with a 512 MiB cache: every block decoded 2.05 times; in this order 1.36).
+    """
+
+    def key(t: Tile) -> tuple[int, int, int]:
+        strip = t.row // strip_rows
+        return strip, t.col if strip % 2 == 0 else -t.col, t.row
+
+    return sorted(tile_list, key=key)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from imagery.config import MaskParams
+from imagery.morphology import dilate, half_widths
 
 
 def valid_mask(spectral: np.ndarray, scl: np.ndarray | None, params: MaskParams) -> np.ndarray:
@@ -25,40 +25,11 @@ def clear_of_flags(scl: np.ndarray, params: MaskParams) -> np.ndarray:
     masked = np.zeros(256, np.bool_)
     masked[np.asarray(params.scl_classes, dtype=np.uint8)] = True
     flagged = masked[np.asarray(scl, np.uint8)]
-    clear = np.empty(flagged.shape, np.bool_)
     if params.dilate_px > 0 and flagged.any():
-        _clear_of_dilated(flagged, params.dilate_px, clear)
-    else:
-        np.logical_not(flagged, out=clear)
-    return clear
+        return ~dilate(flagged, half_widths(_disk(params.dilate_px)))
+    return ~flagged
 
 
-@numba.njit(cache=True, nogil=True)
-def _clear_of_dilated(flagged: np.ndarray, radius: int, clear: np.ndarray) -> None:  # pragma: no cover
-    """clear = not (flagged dilated by the disk x^2 + y^2 <= radius^2), nothing flagged off the array:
-    per row, the distance to the nearest flagged pixel of that row; a pixel is flagged when some row
-    dy away has one within the disk's half-width at dy."""
-    ny, nx = flagged.shape
-    far = radius + 1
-    near = np.empty((ny, nx), np.uint8)  # capped at radius + 1 <= 21
-    for y in range(ny):
-        d = far
-        for x in range(nx):
-            d = 0 if flagged[y, x] else min(d + 1, far)
-            near[y, x] = d
-        d = far
-        for x in range(nx - 1, -1, -1):
-            d = 0 if flagged[y, x] else min(d + 1, far)
-            near[y, x] = min(near[y, x], d)
-    half = np.empty(2 * radius + 1, np.int32)
-    for dy in range(-radius, radius + 1):
-        w = 0
-        while (w + 1) * (w + 1) + dy * dy <= radius * radius:
-            w += 1
-        half[dy + radius] = w
-    for y in range(ny):
-        clear[y, :] = True
-        for dy in range(max(-radius, -y), min(radius, ny - 1 - y) + 1):
-            w = half[dy + radius]
-            for x in range(nx):
-                clear[y, x] &= near[y + dy, x] > w
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return np.asarray(xx * xx + yy * yy <= radius * radius)

@@ -251,10 +251,8 @@ def read_look(
             return None
     else:
         sky[...] = True
-    data = source.read(scene, bands, gbox)
     spectral = np.empty((len(bands), *shape), np.float32) if out is None else out
-    for i, band in enumerate(bands):
-        spectral[i] = data[band]
+    source.read(scene, bands, gbox, out=spectral)
     return spectral, sky
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from shapely.geometry import box
 
 from imagery.aoi import from_geometry, load_aoi
-from imagery.grid import clip_geobox, run_geobox, tiles
+from imagery.grid import clip_geobox, read_order, run_geobox, tiles
 
 
 def test_lima_grid_is_utm_10m_snapped() -> None:
@@ -45,3 +45,16 @@ def test_clip_to_imagery_keeps_pixel_alignment() -> None:
     clipped = clip_geobox(gbox, box(-77.05, -12.10, -77.00, -12.05))
     assert (clipped.affine.c - gbox.affine.c) % 10 == 0
     assert clipped.shape.x < 700 and clipped.shape.y < 700
+
+
+def test_read_order_walks_strips_of_two_tile_rows_column_by_column() -> None:
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    gbox = GeoBox((500, 300), Affine(10, 0, 0, 0, -10, 0), "EPSG:32718")
+    grid = tiles(gbox, 100)  # 5 rows x 3 columns
+    order = [(t.row, t.col) for t in read_order(grid)]
+    assert sorted(order) == sorted((t.row, t.col) for t in grid)
+    assert order[:6] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+    assert order[6:12] == [(2, 2), (3, 2), (2, 1), (3, 1), (2, 0), (3, 0)]
+    assert order[12:] == [(4, 0), (4, 1), (4, 2)]

@@ -54,6 +54,21 @@ def test_folder_scene_reads_onto_grid_with_offset_removed(tmp_path: Path) -> Non
     assert (data["SCL"] == 9).sum() > 0
 
 
+def test_read_into_a_callers_stack_gives_the_same_bands(tmp_path: Path) -> None:
+    refl = textured_reflectance((64, 64))
+    folder = write_scene(tmp_path / "S2B_MSIL2A_20240110_N0510", refl, offset=-1000.0)
+    scene = open_scene(folder)
+    gbox = run_geobox(from_geometry("t", scene.footprint, "t"))[3:50, 2:60]
+    bands = ["B04", "B11", "B03"]
+    stack = np.full((len(bands), gbox.shape.y, gbox.shape.x), -7.0, np.float32)
+    into = LocalSource(tmp_path).read(scene, bands, gbox, out=stack)
+    fresh = read_scene_bands(scene, bands, gbox)
+    for i, band in enumerate(bands):
+        np.testing.assert_array_equal(stack[i], fresh[band])
+        assert np.shares_memory(into[band], stack[i])
+    assert not (stack == -7.0).any()  # every plane written
+
+
 def test_geographic_scene_is_warped_onto_utm_grid(oscd: Path) -> None:
     scene = open_scene(oscd / "paris" / "before")
     assert scene.level == "L1C" and not scene.has_scl

@@ -52,6 +52,10 @@ class SceneSource(Protocol):
         """Scenes acquired in [start, end] that intersect the AOI, oldest first."""
         ...
 
-    def read(self, scene: Scene, bands: Sequence[str], gbox: GeoBox) -> dict[str, np.ndarray]:
-        """Bands resampled onto `gbox`: spectral as float32 reflectance (NaN no data), SCL uint8."""
+    def read(
+        self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Bands resampled onto `gbox`: spectral as float32 reflectance (NaN no data), SCL uint8.
+        With `out` ((len(bands), y, x) float32) spectral band i is written into out[i] and returned
+        as that view: a caller's stack is filled without a copy."""
         ...

@@ -170,16 +170,24 @@ def read_raw_band(scene: Scene, band: str, gbox: GeoBox) -> np.ndarray:
 
 
 def read_scene_bands(
-    scene: Scene, bands: Sequence[str], gbox: GeoBox, read_raw: RawBandReader = read_raw_band
+    scene: Scene,
+    bands: Sequence[str],
+    gbox: GeoBox,
+    read_raw: RawBandReader = read_raw_band,
+    out: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Bands of a scene resampled onto `gbox`: spectral bands as reflectance with the baseline
-    offset removed, SCL as uint8. `read_raw` fetches the raw values (GDAL by default)."""
+    offset removed (into out[i] when `out` is given), SCL as uint8. `read_raw` fetches the raw
+    values (GDAL by default)."""
     require_bands(scene, bands)
-    out: dict[str, np.ndarray] = {}
-    for band in bands:
+    data: dict[str, np.ndarray] = {}
+    for i, band in enumerate(bands):
         raw = read_raw(scene, band, gbox)
-        out[band] = raw.astype(np.uint8) if band == "SCL" else to_reflectance(raw, scene.boa_offset)
-    return out
+        if band == "SCL":
+            data[band] = raw.astype(np.uint8)
+        else:
+            data[band] = to_reflectance(raw, scene.boa_offset, out=None if out is None else out[i])
+    return data
 
 
 class LocalSource:
@@ -209,6 +217,8 @@ class LocalSource:
             scenes.append(scene)
         return sorted(scenes, key=lambda s: (s.acquired, s.id))
 
-    def read(self, scene: Scene, bands: Sequence[str], gbox: GeoBox) -> dict[str, np.ndarray]:
+    def read(
+        self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Bands resampled onto `gbox` (see `read_scene_bands`)."""
-        return read_scene_bands(scene, bands, gbox)
+        return read_scene_bands(scene, bands, gbox, out=out)

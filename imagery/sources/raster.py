@@ -212,15 +212,34 @@ def _bilinear(
             out[i, j] = np.floor(value + 0.5) if to_int else value
 
 
-def to_reflectance(dn: np.ndarray, boa_offset: float = 0.0) -> np.ndarray:
-    """Digital numbers -> float32 reflectance with the baseline offset removed; 0 -> NaN."""
-    out = dn.astype(np.float32)
-    nodata = dn == 0
-    if boa_offset:
-        out += np.float32(boa_offset)
-    out *= np.float32(1.0 / QUANTIFICATION_VALUE)
-    out[nodata] = np.nan
+def to_reflectance(dn: np.ndarray, boa_offset: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Digital numbers -> float32 reflectance with the baseline offset removed; 0 -> NaN. Written
+    into `out` (float32, C-contiguous, dn's shape) when given."""
+    if out is None:
+        out = np.empty(dn.shape, np.float32)
+    elif out.dtype != np.float32 or out.shape != dn.shape or not out.flags.c_contiguous:
+        raise ValueError(
+            f"to_reflectance: out must be C-contiguous float32 {dn.shape}, got {out.dtype} {out.shape}"
+        )
+    _to_reflectance(
+        dn.reshape(-1), np.float32(boa_offset), np.float32(1.0 / QUANTIFICATION_VALUE), out.reshape(-1)
+    )
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _to_reflectance(
+    dn: np.ndarray, offset: np.float32, scale: np.float32, out: np.ndarray
+) -> None:  # pragma: no cover
+    """(float32(dn) + offset) * scale in float32, NaN where dn is 0 (no data), in one pass."""
+    for i in range(dn.size):
+        if dn[i] == 0:
+            out[i] = np.nan
+        else:
+            v = np.float32(dn[i])
+            if offset != 0:
+                v = v + offset
+            out[i] = v * scale
 
 
 def _native_resolution_in(src: rasterio.io.DatasetReader, gbox: GeoBox) -> float:

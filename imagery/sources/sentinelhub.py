@@ -180,25 +180,29 @@ class SentinelHubSource:
 
     # -- pixels ------------------------------------------------------------------------------
 
-    def read(self, scene: Scene, bands: Sequence[str], gbox: GeoBox) -> dict[str, np.ndarray]:
-        """Bands on `gbox`: reflectance float32 (NaN outside the data), SCL uint8."""
+    def read(
+        self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Bands on `gbox`: reflectance float32 (NaN outside the data; into out[i] for band i when
+        `out` is given), SCL uint8."""
         unknown = [b for b in bands if b not in L2A_BANDS]
         if unknown:
             raise VigiaError(
                 f"source sentinelhub: unknown band(s) {', '.join(unknown)} (expected {L2A_BANDS})"
             )
         spectral = [b for b in bands if b != "SCL"]
-        out: dict[str, np.ndarray] = {}
+        layers: dict[str, np.ndarray] = {}
         if spectral:
             data = self._fetch(scene, spectral, gbox, categorical=False)
             valid = data[-1] > 0
             for i, band in enumerate(spectral):
-                layer = data[i].astype(np.float32)
+                layer = np.empty(data[i].shape, np.float32) if out is None else out[list(bands).index(band)]
+                layer[...] = data[i]
                 layer[~valid] = np.nan
-                out[band] = layer
+                layers[band] = layer
         if "SCL" in bands:
-            out["SCL"] = self._fetch(scene, ["SCL"], gbox, categorical=True)[0].astype(np.uint8)
-        return out
+            layers["SCL"] = self._fetch(scene, ["SCL"], gbox, categorical=True)[0].astype(np.uint8)
+        return layers
 
     def _fetch(self, scene: Scene, bands: Sequence[str], gbox: GeoBox, *, categorical: bool) -> np.ndarray:
         """One Process API response for a day and window, from the cache or the service."""

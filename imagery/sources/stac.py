@@ -182,9 +182,11 @@ class StacSource:
         scenes = [scene_from_item(item, self.name) for item in search.items_as_dicts()]
         return sorted(scenes, key=lambda s: (s.acquired, s.id))
 
-    def read(self, scene: Scene, bands: Sequence[str], gbox: GeoBox) -> dict[str, np.ndarray]:
+    def read(
+        self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Bands resampled onto `gbox`, each from the cache or fetched once and cached."""
-        return read_scene_bands(scene, bands, gbox, self.cached_band)
+        return read_scene_bands(scene, bands, gbox, self.cached_band, out=out)
 
     def band_key(self, scene: Scene, band: str, gbox: GeoBox) -> dict[str, Any]:
         """What a cached band is addressed by: the asset URL and the exact grid window."""

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from imagery.morphology import dilate, erode, half_widths
+
+
+def _disk(radius: int, extra: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return np.asarray(yy * yy + xx * xx <= radius * radius + extra)
+
+
+def test_dilation_and_erosion_equal_scipy_for_disks_and_squares() -> None:
+    rng = np.random.default_rng(11)
+    structures = [_disk(1, 0), _disk(1, 1), _disk(2, 2), _disk(3, 0), _disk(3, 3), np.ones((5, 5), bool)]
+    for _ in range(40):
+        shape = tuple(int(n) for n in rng.integers(1, 50, 2))
+        mask = rng.random(shape) < rng.uniform(0.0, 0.6)
+        for structure in structures:
+            half = half_widths(structure)
+            np.testing.assert_array_equal(dilate(mask, half), ndimage.binary_dilation(mask, structure))
+            np.testing.assert_array_equal(
+                erode(mask, half), ndimage.binary_erosion(mask, structure, border_value=1)
+            )
+
+
+def test_half_widths_of_a_disk() -> None:
+    assert half_widths(_disk(3, 0)).tolist() == [0, 2, 2, 3, 2, 2, 0]
+    assert half_widths(np.ones((3, 3), bool)).tolist() == [1, 1, 1]
