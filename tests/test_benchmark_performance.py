@@ -3,14 +3,18 @@ stage with numbers (no timing thresholds: benchmarks are not timed unit tests)."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "benchmarks" / "performance.py"
@@ -71,3 +75,28 @@ def test_harness_tiny_reports_every_stage_and_records_the_table(tmp_path: Path) 
     with rasterio.open(next(scenes[0].glob("*_B11_20m.tif"))) as b11:
         assert b11.res == (20.0, 20.0) and b11.shape == (320, 256)
     assert len(list(scenes[0].glob("*.tif"))) == 7
+
+
+def _harness_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("performance_harness", HARNESS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scene_file_is_the_mirrored_motif_written_strip_by_strip_as_a_cog(tmp_path: Path) -> None:
+    harness = _harness_module()
+    motif = (np.arange(70 * 90, dtype=np.uint16).reshape(70, 90) * 7) % 5000 + 1
+    shape = (2 * harness.STRIP_ROWS + 76, 200)  # three strips, the last one partial
+    path = tmp_path / "T18LTM_B02.tif"
+    harness.write_mirrored_cog(path, motif, shape, Affine(10, 0, 262_000, 0, -10, 8_724_000), {"BAND": "B02"})
+
+    assert sorted(tmp_path.iterdir()) == [path]  # no scratch file left
+    expected = motif[np.ix_(harness._mirror_index(shape[0], 70), harness._mirror_index(shape[1], 90))]
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+        assert ds.tags()["BAND"] == "B02" and ds.nodata == 0 and ds.crs.to_epsg() == 32718
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.compression.name == "deflate"
+        assert ds.block_shapes[0] == (512, 512) and ds.overviews(1)
