@@ -18,9 +18,10 @@ from scipy.sparse.csgraph import connected_components
 _STRUCTURE = {4: ndimage.generate_binary_structure(2, 1), 8: np.ones((3, 3), dtype=bool)}
 
 
-def strip_bounds(height: int, strip_rows: int) -> list[tuple[int, int]]:
-    """(first row, end row) of consecutive strips of `strip_rows` rows covering `height` rows."""
-    step = max(1, int(strip_rows))
+def strip_bounds(height: int, strip_rows: int | None) -> list[tuple[int, int]]:
+    """(first row, end row) of consecutive strips of `strip_rows` rows covering `height` rows
+    (one strip when `strip_rows` is None)."""
+    step = max(1, height if strip_rows is None else int(strip_rows))
     return [(row, min(row + step, height)) for row in range(0, height, step)]
 
 

@@ -78,20 +78,14 @@ class PatchSieve:
     def apply(self, index: int, classes: np.ndarray) -> np.ndarray:
         """Set the small patches of strip `index` to 0, in place; returns the strip's hotspot
         numbers (int32, 0 outside hotspots)."""
-        hotspots = np.zeros(classes.shape, np.int32)
+        numbers = np.zeros(0, np.int32)
         for group, ((members, parts), kept) in enumerate(zip(self._parts, self._kept, strict=True)):
             member = members[classes]
             patch = parts.labels(index, member)
             classes[member & ~kept[patch]] = NO_CHANGE
             if group == 0:
-                hotspots = self._hotspot_of[patch]
-        return hotspots
-
-
-def _strips_of(array: np.ndarray, strip_rows: int | None) -> list[tuple[int, int]]:
-    """Row strips of an in-memory array (one strip when `strip_rows` is None)."""
-    height = array.shape[0]
-    return strip_bounds(height, strip_rows or max(height, 1))
+                numbers = self._hotspot_of[patch]
+        return numbers
 
 
 def remove_small_patches(
@@ -100,7 +94,7 @@ def remove_small_patches(
     """Set change patches smaller than `min_pixels` (8-connected, man-made and natural groups
     sieved separately) to 0, in place; returns `classes`."""
     sieve = PatchSieve(min_pixels)
-    strips = _strips_of(classes, strip_rows)
+    strips = strip_bounds(classes.shape[0], strip_rows)
     for row0, row1 in strips:
         sieve.add(classes[row0:row1])
     sieve.finish()
@@ -215,13 +209,13 @@ def extract_hotspots(
 ) -> gpd.GeoDataFrame:
     """One polygon per 8-connected man-made change patch, with attributes, in the grid's CRS."""
     found = PatchSieve(1)
-    strips = _strips_of(classes, strip_rows)
+    strips = strip_bounds(classes.shape[0], strip_rows)
     for row0, row1 in strips:
         found.add(classes[row0:row1])
     found.finish()
     stats = HotspotStats(found.hotspots)
     for index, (row0, row1) in enumerate(strips):
-        strip = classes[row0:row1].copy()
+        strip = classes[row0:row1]  # not changed: every patch is at least 1 px
         stats.add(row0, found.apply(index, strip), strip, score[row0:row1])
     return stats.frame(gbox, before_date=before_date, after_date=after_date)
 

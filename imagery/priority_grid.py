@@ -130,6 +130,6 @@ def priority_grid(
     area, hotspot count (by centroid), max and mean score, ranked: priority 1 has the largest
     score-weighted changed area. Geometry in the grid's CRS."""
     stats = GridStats(gbox, cell_m)
-    for row0, row1 in strip_bounds(classes.shape[0], strip_rows or max(classes.shape[0], 1)):
+    for row0, row1 in strip_bounds(classes.shape[0], strip_rows):
         stats.add(row0, classes[row0:row1], score[row0:row1])
     return stats.frame(hotspots)
