@@ -228,12 +228,12 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     after = [s for s in found if s.acquired.year == 2022]
     plan = plan_run(None, before, after, settings)
     fit_clock = StageClock()
-    per_stage = _restart_peak_rss()
+    at_start = {"fit": _restart_peak_rss()}
     t0 = time.perf_counter()
     model = fit_pair(plan, source, fit_clock)
     t1 = time.perf_counter()
     rss = {"fit": _max_rss()}
-    _restart_peak_rss()
+    at_start["tiles"] = _restart_peak_rss()
     tile_dir = work / "tiles"
     cluster = _process_cluster(args.workers) if args.processes else None
     try:
@@ -246,7 +246,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
             cluster.close()
     t2 = time.perf_counter()
     rss["tiles"] = _max_rss()
-    _restart_peak_rss()
+    at_start["publish"] = _restart_peak_rss()
     publish_clock = StageClock()
     publish(plan, model, tile_dir, work / "run", clock=publish_clock)
     t3 = time.perf_counter()
@@ -264,7 +264,8 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
         "tiles": tile_clock.seconds,
         "publish": publish_clock.seconds,
         "tile_count": len(plan.tiles()),
-        "max_rss_by_stage" if per_stage else "max_rss_by_end_of": rss,
+        "max_rss_by_stage" if at_start["fit"] else "max_rss_by_end_of": rss,
+        "rss_at_stage_start": at_start,
         "max_rss_bytes": max(rss.values()),
         "grid": [plan.grid.height, plan.grid.width],
     }
@@ -277,14 +278,15 @@ def _max_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _restart_peak_rss() -> bool:
+def _restart_peak_rss() -> int:
     """Start this process's peak resident memory afresh (Linux: /proc/self/clear_refs), so that
-    `_max_rss` gives the peak of the stage that follows; False where the kernel does not allow it."""
+    `_max_rss` gives the peak of the stage that follows; returns the resident memory at that
+    moment (bytes), or 0 where the kernel does not allow it."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
-        return False
-    return True
+        return 0
+    return _max_rss()
 
 
 def _scenes_of(scenes: Path) -> list[Any]:
@@ -496,7 +498,11 @@ def report(
         lines.append("- peer: not run (see --peer)")
     per_stage = "max_rss_by_stage" in pipe.result
     stages = pipe.result["max_rss_by_stage" if per_stage else "max_rss_by_end_of"]
-    by_stage = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in stages.items())
+    at_start = pipe.result.get("rss_at_stage_start", {})
+    by_stage = ", ".join(
+        f"{k} {v / 2**30:.2f}" + (f" (from {at_start[k] / 2**30:.2f})" if at_start.get(k) else "")
+        for k, v in stages.items()
+    )
     lines.append(
         f"- peak RSS pipeline: **{pipe.peak_rss_bytes / 2**30:.2f} GiB** (target <= 1.5 GB); "
         f"main process peak {'during' if per_stage else 'by the end of'}: {by_stage} GiB"
