@@ -219,13 +219,32 @@ def read_composite_by_strips(
 def row_strips(gbox: GeoBox, halo: int, rows: int = FIT_STRIP_ROWS) -> list[tuple[GeoBox, slice, slice]]:
     """`gbox` cut into strips of `rows` rows, each padded by `halo` rows inside `gbox`: the padded
     window, the strip's rows in `gbox` and the same rows in the padded window."""
-    ny = gbox.shape.y
-    out = []
-    for r0 in range(0, ny, rows):
-        r1 = min(ny, r0 + rows)  # a GeoBox slice is not clipped to its shape
-        p0, p1 = max(0, r0 - halo), min(ny, r1 + halo)
-        out.append((gbox[p0:p1, :], slice(r0, r1), slice(r0 - p0, r1 - p0)))
-    return out
+    return [
+        (gbox[p0:p1, :], slice(r0, r1), slice(r0 - p0, r1 - p0))
+        for r0, r1, p0, p1 in _strip_bounds(gbox.shape.y, halo, rows)
+    ]
+
+
+def _strip_bounds(ny: int, halo: int, rows: int) -> list[tuple[int, int, int, int]]:
+    """(first row, end row, padded first row, padded end row) of each strip of `rows` rows of `ny`."""
+    return [
+        (r0, min(ny, r0 + rows), max(0, r0 - halo), min(ny, r0 + rows + halo)) for r0 in range(0, ny, rows)
+    ]
+
+
+def align_in_place(
+    shift: ShiftField, bands: np.ndarray, origin: tuple[int, int], halo: int, rows: int = FIT_STRIP_ROWS
+) -> None:
+    """``bands[:] = shift.apply(bands, origin)`` a strip of `rows` rows at a time, for the memory of
+    a strip: each strip is resampled from its rows plus `halo` rows (at least the shift's reach)
+    above and below, the rows above kept aside before the previous strip overwrote them."""
+    if rows < halo:
+        raise ValueError(f"align_in_place: strips of {rows} rows cannot keep a {halo} row halo")
+    above = bands[..., :0, :].copy()  # original rows just above the current strip
+    for r0, r1, p0, p1 in _strip_bounds(bands.shape[-2], halo, rows):
+        padded = np.concatenate([above[..., above.shape[-2] - (r0 - p0) :, :], bands[..., r0:p1, :]], axis=-2)
+        above = bands[..., max(r0, r1 - halo) : r1, :].copy()
+        bands[..., r0:r1, :] = shift.apply(padded, (origin[0] + p0, origin[1]))[..., r0 - p0 : r1 - p0, :]
 
 
 def read_look(
@@ -323,7 +342,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
     coreg = params.coregistration
-    shift, aligned = ShiftField(), after.bands
+    shift = ShiftField()
     if coreg.enabled:
         with clock.stage(COREG):
             points = tie_points_by_tile(plan, source)
@@ -334,10 +353,10 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
                     before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
                 )
                 shift = fit_shift_field(points, coreg, fallback=central)
-            aligned = shift.apply(after.bands, origin)
+            align_in_place(shift, after.bands, origin, plan.halo)
     with clock.stage(CHANGE):
-        b, a = _sample_pixels(before.bands, aligned)
-        del before, after, aligned  # the window composites: only the sample is used from here on
+        b, a = _sample_pixels(before.bands, after.bands)
+        del before, after  # the window composites: only the sample is used from here on
         if b.shape[-1] == 0:
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
         norm = normalize.fit_normalization(b, a)
