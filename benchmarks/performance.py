@@ -447,6 +447,8 @@ def report(
     shape: tuple[int, int], args: argparse.Namespace, measured: dict[str, Measured], files: list[Path]
 ) -> str:
     """The results table (markdown) with ratios, date, machine and command."""
+    from imagery.pipeline import FIT_MAX_PIXELS, FIT_WINDOW_PX
+
     grid_mpx = shape[0] * shape[1] / 1e6
     decode, pipe = measured["decode"], measured["pipeline"]
     rows: list[tuple[str, float, float | None, int | None]] = []
@@ -474,7 +476,8 @@ def report(
         f"- command: `.venv/bin/python benchmarks/performance.py {command_line(args)}`",
         f"- inputs: {len(files)} files, {in_bytes / 1e9:.2f} GB decoded "
         f"({sum(f.stat().st_size for f in files) / 1e9:.2f} GB on disk), {pipe.result['tile_count']} tiles",
-        f"- pair fit (once per run, a 2048 px window, 4 M sampled pixels; included above): {fit}",
+        f"- pair fit (once per run, a {FIT_WINDOW_PX} px window, {FIT_MAX_PIXELS / 1e6:g} M sampled pixels; "
+        f"included above): {fit}",
         "",
         "| step | seconds | Mpx/s (grid) | CPU seconds | peak RSS |",
         "|---|---:|---:|---:|---:|",

@@ -1,0 +1,67 @@
+"""The pair fit alone (`pipeline.fit_pair`) on a scene set of benchmarks/performance.py: wall and
+CPU seconds per stage and the peak resident memory of this process (psutil, every 20 ms).
+
+    .venv/bin/python benchmarks/fit_pair.py --data-dir /work/scenes --workers 2
+
+`--data-dir` is performance.py's (it holds one folder per grid size, e.g. 6200x10400/scenes);
+`--json FILE` also writes the fitted PairModel, to compare the models of two code versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from imagery.config import load_settings
+from imagery.pipeline import fit_pair, plan_run
+from imagery.sources.local import LocalSource, open_scene
+from imagery.stageclock import StageClock
+
+
+def main() -> None:
+    """Plan the run as performance.py does (2021 looks before, 2022 after), fit, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).parent / ".scenes")
+    parser.add_argument("--size", default="6200x10400", help="scene set folder (COLSxROWS)")
+    parser.add_argument("--workers", type=int, default=2, help="tie-point threads, as in a run")
+    parser.add_argument("--json", type=Path, help="write the fitted model here")
+    args = parser.parse_args()
+    scenes = args.data_dir / args.size / "scenes"
+    found = sorted((open_scene(p) for p in sorted(scenes.iterdir()) if p.is_dir()), key=lambda s: s.acquired)
+    before = [s for s in found if s.acquired.year == 2021]
+    after = [s for s in found if s.acquired.year == 2022]
+    plan = plan_run(None, before, after, load_settings(workers=args.workers))
+    proc = psutil.Process()
+    start_rss = proc.memory_info().rss
+    peak = [start_rss]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    clock = StageClock()
+    wall, cpu = time.perf_counter(), time.process_time()
+    model = fit_pair(plan, LocalSource(scenes), clock)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    done.set()
+    sampler.join()
+    stages = ", ".join(f"{name} {sec:.1f} s" for name, sec in clock.seconds.items())
+    print(
+        f"grid {plan.grid.height} x {plan.grid.width} px, {len(plan.tiles())} tiles, {args.workers} workers"
+    )
+    print(f"fit_pair: {wall:.1f} s wall, {cpu:.1f} s CPU ({stages})")
+    print(f"RSS: {start_rss / 2**30:.2f} GiB before the fit, peak {peak[0] / 2**30:.2f} GiB")
+    print(f"load average (1 min) at the end: {psutil.getloadavg()[0]:.1f} on {psutil.cpu_count()} cores")
+    if args.json:
+        args.json.write_text(model.model_dump_json(indent=1))
+
+
+if __name__ == "__main__":
+    main()
