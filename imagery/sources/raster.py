@@ -20,9 +20,10 @@ from imagery.errors import InputError
 from imagery.sentinel2 import QUANTIFICATION_VALUE
 from imagery.sources.open_rasters import OpenRasters
 
-#: GDAL settings for reads: a block cache (bytes) that holds the blocks along the edges of a row of
-#: tiles, so the next tiles' halos are not decoded again, and threaded decoding of the COG blocks.
-GDAL_READ_ENV = {"GDAL_CACHEMAX": 512 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
+#: GDAL settings for reads: a block cache (bytes) and threaded decoding of the COG blocks. The
+#: cache counts in the run's peak memory: at Lima size 512 MiB ran the pipeline in 57 s at 1.48 GiB
+#: peak, 320 MiB in 66 s at 1.32 GiB, 192 MiB in 67 s at 1.21 GiB (docs/performance.md).
+GDAL_READ_ENV = {"GDAL_CACHEMAX": 192 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
 #: Files kept open between reads in this process (their decoded blocks stay in GDAL's cache).
 OPEN_RASTERS = OpenRasters()
 
