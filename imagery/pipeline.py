@@ -22,6 +22,7 @@ from shapely.geometry.base import BaseGeometry
 
 from imagery import change, coregister, normalize
 from imagery.aoi import AOI, from_geometry
+from imagery.components import strip_bounds
 from imagery.composite import median_composite
 from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
@@ -227,9 +228,7 @@ def row_strips(gbox: GeoBox, halo: int, rows: int = FIT_STRIP_ROWS) -> list[tupl
 
 def _strip_bounds(ny: int, halo: int, rows: int) -> list[tuple[int, int, int, int]]:
     """(first row, end row, padded first row, padded end row) of each strip of `rows` rows of `ny`."""
-    return [
-        (r0, min(ny, r0 + rows), max(0, r0 - halo), min(ny, r0 + rows + halo)) for r0 in range(0, ny, rows)
-    ]
+    return [(r0, r1, max(0, r0 - halo), min(ny, r1 + halo)) for r0, r1 in strip_bounds(ny, rows)]
 
 
 def align_in_place(
