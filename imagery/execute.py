@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
-from imagery.grid import read_order
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
@@ -89,7 +88,7 @@ def run_tiles(
         else:
             cluster = stack.enter_context(local_cluster(workers, memory_per_worker))
             client = stack.enter_context(Client(cluster))
-        order = [t.name for t in read_order(plan.tiles())]
+        order = [t.name for t in plan.tiles()]  # row by row: see grid.tile_anchor
         futures = {
             client.submit(
                 tile_to_file, plan, model, source, name, targets[name],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,31 +83,35 @@ class Tile:
         return gbox[r0:r1, c0:c1], (r0, c0), inner
 
 
-def tiles(gbox: GeoBox, tile_size: int) -> list[Tile]:
-    """Split the grid into tiles of `tile_size` px (the last row/column may be smaller)."""
+def tiles(gbox: GeoBox, tile_size: int, anchor: tuple[int, int] = (0, 0)) -> list[Tile]:
+    """Split the grid into tiles of `tile_size` px whose edges fall on rows and columns
+    ``anchor + k * tile_size`` (the first and last row/column of tiles may be smaller)."""
     ny, nx = gbox.shape.y, gbox.shape.x
     out = []
-    for i, r0 in enumerate(range(0, ny, tile_size)):
-        for j, c0 in enumerate(range(0, nx, tile_size)):
-            out.append(Tile(i, j, r0, c0, min(tile_size, ny - r0), min(tile_size, nx - c0)))
+    for i, (r0, r1) in enumerate(_cuts(ny, tile_size, anchor[0])):
+        for j, (c0, c1) in enumerate(_cuts(nx, tile_size, anchor[1])):
+            out.append(Tile(i, j, r0, c0, r1 - r0, c1 - c0))
     return out
 
 
-#: Tile rows read together, column by column (see `read_order`).
-READ_STRIP_ROWS = 2
+def _cuts(n: int, size: int, anchor: int) -> list[tuple[int, int]]:
+    edges = [0, *range(anchor % size or size, n, size), n]
+    return list(itertools.pairwise(edges))
 
 
-def read_order(tile_list: Sequence[Tile], strip_rows: int = READ_STRIP_ROWS) -> list[Tile]:
-    """The tiles in an order whose reads reuse decoded file blocks: down each column of a strip of
-    `strip_rows` tile rows, strips alternately left to right and right to left.
+def tile_anchor(
+    block_grids: Sequence[tuple[int, int, int, int]], tile_size: int, reach: int
+) -> tuple[int, int]:
+    """Where tile edges go so that every padded tile window ends on an input block boundary.
 
-    A tile's halo lies in its neighbours' blocks. Row by row, the blocks a tile row shares with the
-    next were evicted from GDAL's block cache before the next row got to them (a least-recently-used
-    model of the Lima grid with a 512 MiB cache: every block decoded 2.05 times; in this order 1.36).
-    """
-
-    def key(t: Tile) -> tuple[int, int, int]:
-        strip = t.row // strip_rows
-        return strip, t.col if strip % 2 == 0 else -t.col, t.row
-
-    return sorted(tile_list, key=key)
+    `block_grids` holds each input file's block boundaries on the run grid as (row period, column
+    period, row offset, column offset). With tile edges `reach` px (the halo, and what reads add to
+    it) before a boundary, a tile reads below and right of it only up to a boundary, and above and
+    left only into blocks of tiles read earlier (row by row), whose edges `sources.block_store`
+    keeps. The coarsest block grid that the tile size is a whole multiple of is used; (0, 0) when
+    there is none."""
+    usable = [g for g in block_grids if tile_size % g[0] == 0 and tile_size % g[1] == 0]
+    if not usable:
+        return (0, 0)
+    period_r, period_c, offset_r, offset_c = max(usable, key=lambda g: g[0] * g[1])
+    return ((offset_r - reach) % tile_size, (offset_c - reach) % tile_size)

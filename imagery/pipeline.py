@@ -26,12 +26,13 @@ from imagery.components import strip_bounds
 from imagery.composite import median_composite
 from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
-from imagery.grid import Tile, clip_geobox, run_geobox, tiles
+from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
 from imagery.sources.local import require_bands
+from imagery.sources.raster import block_grid
 from imagery.stageclock import CHANGE, COREG, READ, StageClock
 
 #: Band the co-registration matches on: NIR is stable across dates and sharp on built structure.
@@ -82,15 +83,17 @@ class RunPlan(BaseModel):
         """True when every scene has an SCL layer (Level-1C scenes are used unmasked)."""
         return all(s.has_scl for s in [*self.before, *self.after])
 
+    #: Tile edges fall on rows and columns anchor + k * tile size (see `grid.tile_anchor`).
+    tile_anchor: tuple[int, int] = (0, 0)
+
     @property
     def halo(self) -> int:
         """Tile overlap wide enough for every neighbourhood operation of the tile function."""
-        coreg = math.ceil(self.settings.coregistration.max_shift_px) + 2
-        return max(self.settings.halo_px, change.HALO_PX, coreg, self.settings.mask.dilate_px)
+        return halo_px(self.settings)
 
     def tiles(self) -> list[Tile]:
-        """The processing tiles of the run grid."""
-        return tiles(self.grid.geobox(), self.settings.tile_size_px)
+        """The processing tiles of the run grid, row by row."""
+        return tiles(self.grid.geobox(), self.settings.tile_size_px, self.tile_anchor)
 
     def notes(self) -> list[str]:
         """Facts about the run a reader of its outputs must know."""
@@ -99,6 +102,12 @@ class RunPlan(BaseModel):
             unmasked = [s.id for s in [*self.before, *self.after] if not s.has_scl]
             out.append(f"no cloud mask applied (no SCL band, e.g. Level-1C): {', '.join(unmasked)}")
         return out
+
+
+def halo_px(settings: Settings) -> int:
+    """Tile overlap wide enough for every neighbourhood operation of the tile function."""
+    coreg = math.ceil(settings.coregistration.max_shift_px) + 2
+    return max(settings.halo_px, change.HALO_PX, coreg, settings.mask.dilate_px)
 
 
 class PairModel(BaseModel):
@@ -155,7 +164,17 @@ def plan_run(aoi: AOI | None, before: Sequence[Scene], after: Sequence[Scene], s
     return RunPlan(
         aoi_name=aoi.name, aoi_wkt=aoi.geometry.wkt, grid=GridSpec.from_geobox(gbox),
         before=list(before), after=list(after), settings=settings,
+        tile_anchor=_tile_anchor(before[0], gbox, settings),
     )  # fmt: skip
+
+
+def _tile_anchor(scene: Scene, gbox: GeoBox, settings: Settings) -> tuple[int, int]:
+    """Tile edges placed on the block grid of the first before scene's files (one granule's bands
+    share their origin), so tiles decode each input block once (`grid.tile_anchor`). The +1: bilinear
+    upsampling of a 20 m band reads one file pixel beyond the window's last centre."""
+    grids = [g for band in (*CHANGE_BANDS, "SCL") if band in scene.assets
+             if (g := block_grid(scene.assets[band], gbox)) is not None]  # fmt: skip
+    return tile_anchor(grids, settings.tile_size_px, halo_px(settings) + 1)
 
 
 def _native_geobox(scene: Scene) -> GeoBox:

@@ -20,8 +20,9 @@ def write_band(
     crs: str = "EPSG:32718",
     tags: dict[str, str] | None = None,
     driver: str = "GTiff",
+    block_px: int | None = None,
 ) -> Path:
-    """One band file."""
+    """One band file (tiled in `block_px` square blocks when given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(
         path,
@@ -33,6 +34,7 @@ def write_band(
         dtype=data.dtype.name,
         crs=crs,
         transform=transform,
+        **({"tiled": True, "blockxsize": block_px, "blockysize": block_px} if block_px else {}),
     ) as ds:
         ds.write(data, 1)
         if tags:

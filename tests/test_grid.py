@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+from affine import Affine
+from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
 from imagery.aoi import from_geometry, load_aoi
-from imagery.grid import clip_geobox, read_order, run_geobox, tiles
+from imagery.grid import clip_geobox, run_geobox, tile_anchor, tiles
 
 
 def test_lima_grid_is_utm_10m_snapped() -> None:
@@ -47,14 +49,13 @@ def test_clip_to_imagery_keeps_pixel_alignment() -> None:
     assert clipped.shape.x < 700 and clipped.shape.y < 700
 
 
-def test_read_order_walks_strips_of_two_tile_rows_column_by_column() -> None:
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-
-    gbox = GeoBox((500, 300), Affine(10, 0, 0, 0, -10, 0), "EPSG:32718")
-    grid = tiles(gbox, 100)  # 5 rows x 3 columns
-    order = [(t.row, t.col) for t in read_order(grid)]
-    assert sorted(order) == sorted((t.row, t.col) for t in grid)
-    assert order[:6] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
-    assert order[6:12] == [(2, 2), (3, 2), (2, 1), (3, 1), (2, 0), (3, 0)]
-    assert order[12:] == [(4, 0), (4, 1), (4, 2)]
+def test_tile_anchor_uses_the_coarsest_block_grid_the_tile_size_fits() -> None:
+    ten_m, twenty_m, odd = (512, 512, 0, 0), (1024, 1024, 40, 100), (700, 700, 3, 3)
+    assert tile_anchor([ten_m, twenty_m, odd], 1024, 17) == (23, 83)
+    assert tile_anchor([ten_m, twenty_m], 512, 17) == (495, 495)
+    assert tile_anchor([odd], 1024, 17) == (0, 0)
+    gbox = GeoBox((2500, 1100), Affine(10, 0, 0, 0, -10, 0), "EPSG:32718")
+    layout = tiles(gbox, 1024, (23, 83))
+    assert sorted({t.row0 for t in layout}) == [0, 23, 1047, 2071]
+    assert sorted({t.col0 for t in layout}) == [0, 83]
+    assert sum(t.height * t.width for t in layout) == 2500 * 1100

@@ -56,9 +56,27 @@ def test_tiled_run_equals_whole_scene_run(small_demo: Path, tmp_path: Path) -> N
     assert len(whole.tiles()) == 1
     model = fit_pair(tiled, source)  # one fitted model, applied by every tile (and by the whole scene)
 
-    tiled_run = _run(tiled, model, source, tmp_path / "tiled")
-    whole_run = _run(whole, model, source, tmp_path / "whole")
+    # Tiles on the inputs' 512 px block grid (grid.tile_anchor): edges 17 px before a block edge.
+    anchored = plan_run(None, before, after, load_settings(tile_size_px=512))
+    assert anchored.tile_anchor == (495, 495) and len(anchored.tiles()) == 4
 
+    # And an arbitrary anchor: tiles of 256 px with edges at rows 100, 356 and columns 60, 316.
+    shifted = tiled.model_copy(update={"settings": load_settings(tile_size_px=256), "tile_anchor": (100, 60)})
+    assert len(shifted.tiles()) == 9
+
+    whole_run = _run(whole, model, source, tmp_path / "whole")
+    for name, plan in [("tiled", tiled), ("anchored", anchored), ("shifted", shifted)]:
+        _assert_same_layers(_run(plan, model, source, tmp_path / name), whole_run)
+    bounds = gpd.read_file(whole_run / "hotspots.geojson").to_crs("EPSG:32718").geometry.bounds.to_numpy()
+    for cuts_x, cuts_y in [((128, 256, 384), (128, 256, 384)), ((60, 316), (100, 356))]:
+        xs = [demo.ORIGIN[0] + k * demo.RESOLUTION for k in cuts_x]
+        ys = [demo.ORIGIN[1] - k * demo.RESOLUTION for k in cuts_y]
+        crossing = [any(b[0] < x < b[2] for x in xs) or any(b[1] < y < b[3] for y in ys) for b in bounds]
+        assert any(crossing), f"no hotspot crosses a tile edge at columns {cuts_x} or rows {cuts_y}"
+
+
+def _assert_same_layers(tiled_run: Path, whole_run: Path) -> None:
+    """The layers of a tiled run equal the whole-scene run's."""
     score_t, score_w = _read(tiled_run / "change_score.tif"), _read(whole_run / "change_score.tif")
     assert np.isfinite(score_w).mean() > 0.5
     # Equal up to float32 rounding (window sums can differ in the last bit with the tile start),
@@ -74,11 +92,7 @@ def test_tiled_run_equals_whole_scene_run(small_demo: Path, tmp_path: Path) -> N
     spots_t = gpd.read_file(tiled_run / "hotspots.geojson")
     spots_w = gpd.read_file(whole_run / "hotspots.geojson")
     assert len(spots_w) > 0
-    # Hotspots crossing a tile edge (128 px) exist, and they are whole in the tiled run too.
-    edges_m = [demo.ORIGIN[0] + k * SMALL_TILE_PX * demo.RESOLUTION for k in range(1, 4)]
-    utm = spots_w.to_crs("EPSG:32718")
-    crossing = [any(b[0] < x < b[2] for x in edges_m) for b in utm.geometry.bounds.to_numpy()]
-    assert any(crossing)
+    # Hotspots are whole in the tiled run too (some cross a tile edge: see the caller).
     cols = ["id", "change_type", "area_m2", "score_mean", "score_max", "priority"]
     assert (
         spots_t[cols]

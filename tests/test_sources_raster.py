@@ -90,14 +90,14 @@ def test_open_rasters_reuse_a_file_until_it_changes_on_disk(tmp_path: Path) -> N
     path = write_band(tmp_path / "T_B02.tif", np.full((20, 20), 7, np.uint16), GRID)
     assert (read_band(str(path), gbox) == 7).all()
     files = OpenRasters(size=2)
-    with files.reading(str(path)) as first:
+    with files.reading(str(path)) as (first, _):
         pass
-    with files.reading(str(path)) as again:
+    with files.reading(str(path)) as (again, _):
         assert again is first and not first.closed
     write_band(path, np.full((20, 20), 9, np.uint16), GRID)  # rewritten in place: a new file
     os.utime(path, ns=(1, 1))
     assert (read_band(str(path), gbox) == 9).all()
-    with files.reading(str(path)) as fresh:
+    with files.reading(str(path)) as (fresh, _):
         assert fresh is not first
     others = [write_band(tmp_path / f"T{i}_B03.tif", np.ones((4, 4), np.uint16), GRID) for i in range(2)]
     for other in others:

@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import rasterio
 
@@ -15,6 +16,13 @@ import rasterio
 MAX_OPEN = 96
 
 _Key = tuple[str, tuple[int, int]]
+
+
+class Opened(NamedTuple):
+    """An open dataset and the key of this version of its file (None for URLs: read afresh)."""
+
+    dataset: rasterio.io.DatasetReader
+    key: _Key | None
 
 
 class OpenRasters:
@@ -29,13 +37,13 @@ class OpenRasters:
         self._open: OrderedDict[_Key, tuple[rasterio.io.DatasetReader, threading.Lock]] = OrderedDict()
 
     @contextmanager
-    def reading(self, href: str) -> Iterator[rasterio.io.DatasetReader]:
-        """The open dataset of `href`, held exclusively for the block; opened on first use
-        (inside the caller's rasterio.Env), errors as from `rasterio.open`."""
+    def reading(self, href: str) -> Iterator[Opened]:
+        """The open dataset of `href` and its key, held exclusively for the block; opened on first
+        use (inside the caller's rasterio.Env), errors as from `rasterio.open`."""
         stamp = _stamp(href)
         if stamp is None:
             with rasterio.open(href) as dataset:
-                yield dataset
+                yield Opened(dataset, None)
             return
         key = (href, stamp)
         with self._lock:
@@ -49,7 +57,7 @@ class OpenRasters:
                     old.close()
         dataset, lock = entry
         with lock:
-            yield dataset
+            yield Opened(dataset, key)
 
     def close(self) -> None:
         """Close every kept dataset."""

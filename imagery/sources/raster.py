@@ -4,7 +4,10 @@ grid's), GDAL warping otherwise."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -18,14 +21,19 @@ from rasterio.windows import Window
 
 from imagery.errors import InputError
 from imagery.sentinel2 import QUANTIFICATION_VALUE
+from imagery.sources.block_store import DecodedBlocks
 from imagery.sources.open_rasters import OpenRasters
 
-#: GDAL settings for reads: a block cache (bytes) and threaded decoding of the COG blocks. The
-#: cache counts in the run's peak memory: at Lima size 512 MiB ran the pipeline in 57 s at 1.48 GiB
-#: peak, 320 MiB in 66 s at 1.32 GiB, 192 MiB in 67 s at 1.21 GiB (docs/performance.md).
-GDAL_READ_ENV = {"GDAL_CACHEMAX": 192 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
-#: Files kept open between reads in this process (their decoded blocks stay in GDAL's cache).
+#: GDAL settings for reads: a block cache (bytes) and threaded decoding of the COG blocks. Aligned
+#: reads of tiled local files keep their decoded blocks in `DECODED_BLOCKS` instead, so GDAL's own
+#: cache only serves warped and remote reads; it counts in the run's peak memory.
+GDAL_READ_ENV = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "VSI_CACHE": True}
+#: Files kept open between reads in this process.
 OPEN_RASTERS = OpenRasters()
+#: Decoded blocks of the local files, shared by the tiles a process reads (see block_store).
+DECODED_BLOCKS = DecodedBlocks()
+#: Smallest block side read through DECODED_BLOCKS (striped files are read by GDAL directly).
+MIN_BLOCK_PX = 64
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,13 @@ def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = Fal
     plain window and upsampled in numpy with the warp's own rules (nearest for categorical
     bands, bilinear otherwise, no data excluded); any other grid is warped by GDAL."""
     try:
-        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as src:
+        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, file_key):
             if band > src.count:
                 raise InputError(f"{href}: has {src.count} band(s), band {band} was requested")
             src_nodata = src.nodata if src.nodata is not None else 0
             aligned = alignment(src, gbox)
             if aligned is not None:
-                return _read_aligned(src, band, gbox, aligned, src_nodata, categorical)
+                return _read_aligned(src, file_key, band, gbox, aligned, src_nodata, categorical)
             src_res = _native_resolution_in(src, gbox)
             with WarpedVRT(
                 src,
@@ -72,6 +80,23 @@ def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = Fal
                 return vrt.read(band)
     except RasterioError as exc:
         raise InputError(f"{href}: not a readable GeoTIFF/JP2 ({_first_line(exc)})") from None
+
+
+def block_grid(href: str, gbox: GeoBox) -> tuple[int, int, int, int] | None:
+    """Where a local file's block boundaries fall on `gbox`: (row period, column period, row
+    offset, column offset) in grid pixels; None for URLs, unaligned grids and untiled files."""
+    if not Path(href).is_file():
+        return None
+    try:
+        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, _):
+            at = alignment(src, gbox)
+            bh, bw = src.block_shapes[0]
+    except RasterioError:
+        return None
+    if at is None or min(bh, bw) < MIN_BLOCK_PX:
+        return None
+    period_r, period_c = bh * at.factor, bw * at.factor
+    return period_r, period_c, -at.row % period_r, -at.col % period_c
 
 
 def alignment(src: rasterio.io.DatasetReader, gbox: GeoBox) -> Alignment | None:
@@ -102,6 +127,7 @@ def _same_crs(crs: CRS, gbox: GeoBox) -> bool:
 
 def _read_aligned(
     src: rasterio.io.DatasetReader,
+    file_key: Hashable | None,
     band: int,
     gbox: GeoBox,
     at: Alignment,
@@ -114,14 +140,17 @@ def _read_aligned(
     rows = np.floor_divide(at.row + np.arange(ny), k)
     cols = np.floor_divide(at.col + np.arange(nx), k)
     bilinear = k > 1 and not categorical
-    margin = 1 if bilinear else 0  # bilinear weights reach one file pixel beyond the centre's
-    r0, r1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, src.height)
-    c0, c1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, src.width)
+    r0, r1 = _support(at.row, ny, k, bilinear, src.height)
+    c0, c1 = _support(at.col, nx, k, bilinear, src.width)
     inside_r = np.flatnonzero((rows >= 0) & (rows < src.height))
     inside_c = np.flatnonzero((cols >= 0) & (cols < src.width))
     if r0 >= r1 or c0 >= c1 or inside_r.size == 0 or inside_c.size == 0:
         return np.zeros((ny, nx), src.dtypes[band - 1])
-    data = src.read(band, window=Window(c0, r0, c1 - c0, r1 - r0))
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    if file_key is not None and min(src.block_shapes[band - 1]) >= MIN_BLOCK_PX:
+        data = DECODED_BLOCKS.read(src, file_key, band, window)
+    else:
+        data = src.read(band, window=window)
     if k == 1 and data.shape == (ny, nx):  # the window itself, all of it on the file
         if src_nodata != 0:
             data[data == src_nodata] = 0
@@ -137,6 +166,17 @@ def _read_aligned(
     if src_nodata != 0:
         values[values == src_nodata] = 0
     return out
+
+
+def _support(first: int, n: int, k: int, bilinear: bool, size: int) -> tuple[int, int]:
+    """The file rows (or columns) that grid pixels first..first+n-1 read, clamped to the file: the
+    one under each centre, or for bilinear the two around it (no more: a tile that ends on a block
+    boundary must not decode the next block)."""
+    if bilinear:
+        lo, hi = math.floor((first + 0.5) / k - 0.5), math.floor((first + n - 0.5) / k - 0.5) + 2
+    else:
+        lo, hi = first // k, (first + n - 1) // k + 1
+    return max(lo, 0), min(hi, size)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1,0 +1,144 @@
+"""Decoded blocks of tiled rasters, shared by the reads of a process, so each block is decoded once.
+
+A tile's halo reaches only a few pixels into its neighbours' blocks. GDAL's block cache keeps
+whole blocks, so once a neighbour's blocks have been evicted, a halo read decodes them again in
+full (the Lima grid's inputs took four times the decode-only CPU that way). Here a decoded block
+is kept whole for a short while (the tile read beside it at the same moment uses it) and its
+bottom and right edges, `EDGE_PX` deep, much longer: tiles laid out so that their padded windows
+end on block boundaries (`grid.tiles` with an anchor) reach into earlier blocks only through
+those edges. Any other window is still read exactly, by decoding what it needs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+#: Depth (file pixels) of the bottom and right block edges kept after a block's whole copy is
+#: dropped: a halo of up to EDGE_PX / 2 grid pixels at 10 m is read from edges alone.
+EDGE_PX = 40
+#: Whole decoded blocks kept (bytes): about one tile's decoded blocks of every input file.
+WHOLE_BYTES = 64 * 2**20
+#: Block edges kept (bytes): a row of tiles' edges at four times the Lima+Callao width.
+EDGE_BYTES = 128 * 2**20
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """The last `EDGE_PX` rows and columns of a decoded block (copies, so the block can go)."""
+
+    bottom: np.ndarray
+    right: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.bottom.nbytes + self.right.nbytes
+
+
+class _Lru:
+    """Values kept by recency up to a byte budget (not thread-safe: the owner locks)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[Hashable, np.ndarray | _Edges] = OrderedDict()
+
+    def get(self, key: Hashable) -> np.ndarray | _Edges | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: np.ndarray | _Edges) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= old.nbytes
+        self._items[key] = value
+        self.used += value.nbytes
+        while self.used > self.budget and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self.used -= dropped.nbytes
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.used = 0
+
+
+class DecodedBlocks:
+    """Windows of tiled rasters assembled from decoded blocks (whole ones recently decoded, edges
+    of older ones); `decoded` counts the blocks decoded so far (for benchmarks and tests)."""
+
+    def __init__(self, whole_bytes: int = WHOLE_BYTES, edge_bytes: int = EDGE_BYTES, edge_px: int = EDGE_PX):
+        self.edge_px = edge_px
+        self.decoded = 0
+        self._lock = threading.Lock()
+        self._whole = _Lru(whole_bytes)
+        self._edges = _Lru(edge_bytes)
+
+    def read(
+        self, src: rasterio.io.DatasetReader, file_key: Hashable, band: int, window: Window
+    ) -> np.ndarray:
+        """`src.read(band, window=window)` for a window inside the file, from decoded blocks.
+
+        `file_key` names this version of the file (path and modification stamp): blocks are
+        shared by reads with the same key, so the caller must hold `src` exclusively (GDAL
+        datasets are not thread-safe) and change the key when the file changes."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        r1, c1 = r0 + int(window.height), c0 + int(window.width)
+        if r0 < 0 or c0 < 0 or r1 > src.height or c1 > src.width:
+            raise ValueError(f"DecodedBlocks.read: {window} is not inside the {src.height}x{src.width} file")
+        bh, bw = src.block_shapes[band - 1]
+        out = np.empty((r1 - r0, c1 - c0), src.dtypes[band - 1])
+        for bi in range(r0 // bh, (r1 - 1) // bh + 1):
+            for bj in range(c0 // bw, (c1 - 1) // bw + 1):
+                top, left = bi * bh, bj * bw
+                ys, ye = max(r0, top) - top, min(r1, top + bh) - top
+                xs, xe = max(c0, left) - left, min(c1, left + bw) - left
+                piece = self._piece(src, (file_key, band, bi, bj), band, bi, bj, (ys, ye, xs, xe))
+                out[top + ys - r0 : top + ye - r0, left + xs - c0 : left + xe - c0] = piece
+        return out
+
+    def clear(self) -> None:
+        """Drop every kept block and edge."""
+        with self._lock:
+            self._whole.clear()
+            self._edges.clear()
+
+    def _piece(
+        self,
+        src: rasterio.io.DatasetReader,
+        key: Hashable,
+        band: int,
+        bi: int,
+        bj: int,
+        sub: tuple[int, int, int, int],
+    ) -> np.ndarray:
+        """Rows ys:ye, columns xs:xe of block (bi, bj): from the whole block, else from an edge that
+        holds them, else decoded (and kept)."""
+        ys, ye, xs, xe = sub
+        bh, bw = src.block_shapes[band - 1]
+        h, w = min(bh, src.height - bi * bh), min(bw, src.width - bj * bw)
+        d = self.edge_px
+        with self._lock:
+            whole = self._whole.get(key)
+            if isinstance(whole, np.ndarray):
+                return whole[ys:ye, xs:xe]
+            edges = self._edges.get(key)
+            if isinstance(edges, _Edges):
+                if ys >= h - d and h > d:
+                    return edges.bottom[ys - (h - d) : ye - (h - d), xs:xe]
+                if xs >= w - d and w > d:
+                    return edges.right[ys:ye, xs - (w - d) : xe - (w - d)]
+        block = src.read(band, window=Window(bj * bw, bi * bh, w, h))
+        with self._lock:
+            self.decoded += 1
+            self._whole.put(key, block)
+            if h > d and w > d:
+                self._edges.put(key, _Edges(block[h - d :].copy(), block[:, w - d :].copy()))
+        return block[ys:ye, xs:xe]
