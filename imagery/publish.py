@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from rasterio.windows import Window
 from imagery import __version__
 from imagery.components import strip_bounds
 from imagery.districts import district_summary
-from imagery.export import CLASS_NODATA, SCORE_MAX_ERROR, finish_cog, write_json
+from imagery.export import (
+    CLASS_NODATA,
+    SCORE_MAX_ERROR,
+    describe_scratch,
+    finish_cog,
+    write_cog,
+    write_json,
+)
 from imagery.grid import pixel_area_m2
 from imagery.hotspots import HotspotStats, PatchSieve, SeenBefore, attribute_districts, mark_history
 from imagery.layers import write_vector_layers
@@ -86,14 +94,21 @@ def publish(
     `districts`: boundaries as from `imagery.districts.load_districts` (district, ubigeo).
     `seen`: what earlier runs saw (hotspot id -> first/last seen), from the run ledger; without
     it every hotspot is "new". `clock` collects the seconds per stage."""
-    with rasterio.Env(**GDAL_WRITE_ENV):
-        clock = clock or StageClock()
+    clock = clock or StageClock()
+    with rasterio.Env(**GDAL_WRITE_ENV), ThreadPoolExecutor(1, thread_name_prefix="vigia-cog") as cogs:
         out_dir.mkdir(parents=True, exist_ok=True)
         scratch_dir = out_dir / ".scratch"
         scratch_dir.mkdir(exist_ok=True)
         gbox = plan.grid.geobox()
         with clock.stage(MOSAIC):
             score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
+            describe_scratch(score_tmp, description=SCORE_DESCRIPTION, categorical=False)
+        # The COG encodes run in a thread beside the hotspot work (GDAL releases the GIL): the
+        # score's once the mosaic is written, the class's once the minimum mapping unit has sieved it.
+        score_cog = cogs.submit(
+            _timed, clock, write_cog, score_tmp, out_dir / "change_score.tif", categorical=False,
+            predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR,
+        )  # fmt: skip
         with clock.stage(HOTSPOTS):
             min_px = max(
                 1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox))
@@ -104,6 +119,11 @@ def publish(
                 class_tmp, score_tmp, gbox, min_pixels=min_px, cell_m=plan.settings.layers.grid_cell_m,
                 before_date=before_date, after_date=after_date,
             )  # fmt: skip
+        class_cog = cogs.submit(
+            _timed, clock, finish_cog, class_tmp, out_dir / "change_class.tif", description=CLASS_DESCRIPTION,
+            categorical=True, predictor="YES",
+        )  # fmt: skip
+        with clock.stage(HOTSPOTS):
             hotspots = mark_history(hotspots, seen)
             grid = grid_stats.frame(hotspots)
             summary = None
@@ -111,20 +131,12 @@ def publish(
                 hotspots = attribute_districts(hotspots, districts)
                 grid = attribute_districts(grid, districts, key="cell_id")
                 summary = district_summary(districts, hotspots, gbox.extent.geom, gbox.crs)
-        with clock.stage(MOSAIC):
-            outputs = {
-                "change_score": finish_cog(score_tmp, out_dir / "change_score.tif",
-                                           description=SCORE_DESCRIPTION, categorical=False,
-                                           predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR),
-                "change_class": finish_cog(class_tmp, out_dir / "change_class.tif",
-                                           description=CLASS_DESCRIPTION, categorical=True, predictor="YES"),
-            }  # fmt: skip
-        with clock.stage(HOTSPOTS):
-            outputs |= write_vector_layers(
+            vectors = write_vector_layers(
                 out_dir, run_crs=str(gbox.crs), run_extent=_bounds(gbox), hotspots=hotspots,
                 priority_grid=grid, districts=summary, score_threshold=plan.settings.change.score_threshold,
                 title=f"Vigía {plan.aoi_name} {after_date.isoformat()}",
             )  # fmt: skip
+        outputs = {"change_score": score_cog.result(), "change_class": class_cog.result(), **vectors}
         with clock.stage(METADATA):
             metadata = run_metadata(plan, model, coverage, counts, len(hotspots))
             if districts is not None:
@@ -134,10 +146,16 @@ def publish(
             metadata["layers"] = sorted(p.name for p in outputs.values())
             outputs["run"] = write_json(metadata, out_dir / "run.json")
             outputs["report"] = write_report(out_dir, metadata, hotspots, summary)
-        for leftover in scratch_dir.iterdir():
-            leftover.unlink()
-        scratch_dir.rmdir()
-        return outputs
+    for leftover in scratch_dir.iterdir():
+        leftover.unlink()
+    scratch_dir.rmdir()
+    return outputs
+
+
+def _timed(clock: StageClock, write: Callable[..., Path], *args: Any, **options: Any) -> Path:
+    """A COG writer timed as part of the mosaic stage (it runs beside the hotspot stage)."""
+    with clock.stage(MOSAIC):
+        return write(*args, **options)
 
 
 #: Rows of the mosaic held at a time while sieving and summarising it (whole scratch blocks).
