@@ -25,8 +25,8 @@ from rasterio.windows import Window
 EDGE_PX = 40
 #: Whole decoded blocks kept (bytes): about one tile's decoded blocks of every input file.
 WHOLE_BYTES = 64 * 2**20
-#: Block edges kept (bytes): a row of tiles' edges at four times the Lima+Callao width.
-EDGE_BYTES = 128 * 2**20
+#: Block edges kept (bytes): a row of tiles' bottom edges at four times the Lima+Callao area.
+EDGE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,15 @@ class DecodedBlocks:
             raise ValueError(f"DecodedBlocks.read: {window} is not inside the {src.height}x{src.width} file")
         bh, bw = src.block_shapes[band - 1]
         out = np.empty((r1 - r0, c1 - c0), src.dtypes[band - 1])
-        for bi in range(r0 // bh, (r1 - 1) // bh + 1):
-            for bj in range(c0 // bw, (c1 - 1) // bw + 1):
+        last_bi, last_bj = (r1 - 1) // bh, (c1 - 1) // bw
+        for bi in range(r0 // bh, last_bi + 1):
+            for bj in range(c0 // bw, last_bj + 1):
                 top, left = bi * bh, bj * bw
                 ys, ye = max(r0, top) - top, min(r1, top + bh) - top
                 xs, xe = max(c0, left) - left, min(c1, left + bw) - left
-                piece = self._piece(src, (file_key, band, bi, bj), band, bi, bj, (ys, ye, xs, xe))
+                # a window read after this one, below or right of it, reaches into these edges
+                keep = (bi == last_bi, bj == last_bj)
+                piece = self._piece(src, (file_key, band, bi, bj), band, (bi, bj), (ys, ye, xs, xe), keep)
                 out[top + ys - r0 : top + ye - r0, left + xs - c0 : left + xe - c0] = piece
         return out
 
@@ -115,15 +118,16 @@ class DecodedBlocks:
         src: rasterio.io.DatasetReader,
         key: Hashable,
         band: int,
-        bi: int,
-        bj: int,
+        block: tuple[int, int],
         sub: tuple[int, int, int, int],
+        keep: tuple[bool, bool],
     ) -> np.ndarray:
-        """Rows ys:ye, columns xs:xe of block (bi, bj): from the whole block, else from an edge that
-        holds them, else decoded (and kept)."""
+        """Rows ys:ye, columns xs:xe of `block`: from the whole block, else from an edge that holds
+        them, else decoded; a decoded block is kept whole, and its bottom / right edge when `keep`
+        says so (the block is the last of the window's blocks downwards / rightwards)."""
         ys, ye, xs, xe = sub
         bh, bw = src.block_shapes[band - 1]
-        h, w = min(bh, src.height - bi * bh), min(bw, src.width - bj * bw)
+        h, w = min(bh, src.height - block[0] * bh), min(bw, src.width - block[1] * bw)
         d = self.edge_px
         with self._lock:
             whole = self._whole.get(key)
@@ -131,14 +135,19 @@ class DecodedBlocks:
                 return whole[ys:ye, xs:xe]
             edges = self._edges.get(key)
             if isinstance(edges, _Edges):
-                if ys >= h - d and h > d:
+                if ys >= h - d and edges.bottom.size:
                     return edges.bottom[ys - (h - d) : ye - (h - d), xs:xe]
-                if xs >= w - d and w > d:
+                if xs >= w - d and edges.right.size:
                     return edges.right[ys:ye, xs - (w - d) : xe - (w - d)]
-        block = src.read(band, window=Window(bj * bw, bi * bh, w, h))
+        data = src.read(band, window=Window(block[1] * bw, block[0] * bh, w, h))
         with self._lock:
             self.decoded += 1
-            self._whole.put(key, block)
-            if h > d and w > d:
-                self._edges.put(key, _Edges(block[h - d :].copy(), block[:, w - d :].copy()))
-        return block[ys:ye, xs:xe]
+            self._whole.put(key, data)
+            if h > d and w > d and any(keep):
+                kept = self._edges.get(key)
+                none = np.empty((0, 0), data.dtype)  # not data[:0]: a view would keep the block alive
+                old = kept if isinstance(kept, _Edges) else _Edges(none, none)
+                bottom = data[h - d :].copy() if keep[0] else old.bottom
+                right = data[:, w - d :].copy() if keep[1] else old.right
+                self._edges.put(key, _Edges(bottom, right))
+        return data[ys:ye, xs:xe]
