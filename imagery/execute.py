@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import geopandas as gpd
 
+from imagery.heap import release_free_memory
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
@@ -32,7 +33,9 @@ def tile_to_file(
     if stored is not None and stored.score.shape == (tile.height, tile.width):
         return str(path), True
     path.parent.mkdir(parents=True, exist_ok=True)
-    return str(save_tile(run_tile(plan, model, source, tile), path)), False
+    saved = save_tile(run_tile(plan, model, source, tile), path)
+    release_free_memory()  # the tile's arrays are gone: keep the worker's memory flat over the run
+    return str(saved), False
 
 
 @dataclass(frozen=True)

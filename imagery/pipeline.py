@@ -27,6 +27,7 @@ from imagery.composite import median_composite
 from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
+from imagery.heap import release_free_memory
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
@@ -379,6 +380,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
         norm = normalize.fit_normalization(b, a)
         model = change.fit_change_model(b, normalize.apply_normalization(a, norm), params.change)
+    release_free_memory()  # the window composites and the sample are gone
     return PairModel(shift=shift, normalization=norm, change=model)
 
 
