@@ -258,46 +258,58 @@ def kittler_illingworth_threshold(values: np.ndarray, bins: int = 512) -> float:
 # --------------------------------------------------------------------------- kernels
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(fastmath={"contract"}, cache=True, nogil=True)
 def _shift_tolerant_distance(
     b: np.ndarray, a: np.ndarray, inv_s: np.ndarray, radius: int
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """sqrt(max(min_o |a(x+o)-b(x)|^2, min_o |a(x)-b(x+o)|^2)) with per-band 1/scale."""
+    """sqrt(max(min_o |a(x+o)-b(x)|^2, min_o |a(x)-b(x+o)|^2)) with per-band 1/scale.
+
+    Each |a(p+o)-b(p)|^2 is computed once, for a row of p at a time (vectorised along the row),
+    and serves both directions: it is a candidate of the first minimum at p and of the second at
+    p+o. The second minimum of a row is final once the rows `radius` below are done; it is kept in
+    a ring of 2 radius + 1 rows, the first minimum in `out` until then."""
     nb, h, w = b.shape
+    ring = 2 * radius + 1
     out = np.empty((h, w), np.float32)
-    for y in numba.prange(h):
-        for x in range(w):
-            ok = True
-            for k in range(nb):
-                if not (np.isfinite(b[k, y, x]) and np.isfinite(a[k, y, x])):
-                    ok = False
-            if not ok:
-                out[y, x] = np.nan
-                continue
-            best_ab = np.float32(np.inf)
-            best_ba = np.float32(np.inf)
-            for dy in range(-radius, radius + 1):
-                yy = y + dy
-                if yy < 0 or yy >= h:
-                    continue
+    best_ba = np.full((ring, w), np.inf, np.float32)
+    d = np.empty(w, np.float32)
+    for y in range(h + radius):
+        if y < h:
+            out[y, :] = np.inf
+            best_ba[(y + radius) % ring, :] = np.inf
+            for yy in range(max(y - radius, 0), min(y + radius, h - 1) + 1):
+                ba = best_ba[yy % ring]
                 for dx in range(-radius, radius + 1):
-                    xx = x + dx
-                    if xx < 0 or xx >= w:
-                        continue
-                    d1 = np.float32(0.0)
-                    d2 = np.float32(0.0)
+                    x0, x1 = max(0, -dx), min(w, w - dx)
+                    d[x0:x1] = 0.0
                     for k in range(nb):
-                        t1 = (a[k, yy, xx] - b[k, y, x]) * inv_s[k]
-                        t2 = (a[k, y, x] - b[k, yy, xx]) * inv_s[k]
-                        d1 += t1 * t1
-                        d2 += t2 * t2
-                    # NaN neighbours compare False and are skipped
-                    if d1 < best_ab:
-                        best_ab = d1
-                    if d2 < best_ba:
-                        best_ba = d2
-            out[y, x] = np.sqrt(max(best_ab, best_ba))
+                        _add_scaled_square(d[x0:x1], a[k, yy, x0 + dx : x1 + dx], b[k, y, x0:x1], inv_s[k])
+                    _keep_smaller(out[y, x0:x1], d[x0:x1])
+                    _keep_smaller(ba[x0 + dx : x1 + dx], d[x0:x1])
+        done = y - radius  # no later row reaches this one
+        if done >= 0:
+            ba = best_ba[done % ring]
+            for x in range(w):
+                ok = True
+                for k in range(nb):
+                    ok &= np.isfinite(b[k, done, x]) & np.isfinite(a[k, done, x])
+                out[done, x] = np.sqrt(max(out[done, x], ba[x])) if ok else np.nan
     return out
+
+
+@numba.njit(fastmath={"contract"}, cache=True, nogil=True, inline="always")
+def _add_scaled_square(d: np.ndarray, a: np.ndarray, b: np.ndarray, s: float) -> None:  # pragma: no cover
+    """d += ((a - b) * s)^2, element by element."""
+    for x in range(d.size):
+        t = (a[x] - b[x]) * s
+        d[x] += t * t
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keep_smaller(best: np.ndarray, d: np.ndarray) -> None:  # pragma: no cover - compiled
+    """best = d where d < best (a NaN d compares False and is skipped), branch-free."""
+    for x in range(best.size):
+        best[x] = d[x] if d[x] < best[x] else best[x]
 
 
 def _nan_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
