@@ -567,7 +567,7 @@ def _bilinear(grid: np.ndarray, kr: int, tr: float, kc: int, tc: float) -> float
     return top * (1.0 - tr) + bottom * tr
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def _warp(
     src: np.ndarray,
     out: np.ndarray,
@@ -580,61 +580,163 @@ def _warp(
     knot_cols: np.ndarray,
     knot_dx: np.ndarray,
     knot_dy: np.ndarray,
-) -> None:
+) -> None:  # pragma: no cover - compiled
     """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN.
 
     (dx, dy) = the translation/affine model in `coef` plus the bilinear interpolation of the knot
     grid corrections (clamped at the outermost knots; a 1 x 1 grid of zeros adds nothing).
+    Row by row, vectorised along the row: the sample positions, their cubic weights, then each
+    band along runs of pixels whose 4 x 4 taps start at the same source row and column offset
+    (the shift is smooth: a run is most of a row). Pixels with a zero-weight tap (an integer
+    position), bilinear taps or taps outside the window take `_taps` and `_tap_sum` one by one.
     """
     nb, h, w = src.shape
     dx0, dy0, rc, cc = coef[0], coef[1], coef[2], coef[3]
     gxr, gxc, gyr, gyc = coef[4], coef[5], coef[6], coef[7]
     rmin, rmax, cmin, cmax = coef[8], coef[9], coef[10], coef[11]
     has_knots = knot_dx.size > 1 or knot_dx[0, 0] != 0.0 or knot_dy[0, 0] != 0.0
-    for i in numba.prange(h):
-        iy = np.empty((w, 4), np.int64)
-        ix = np.empty((w, 4), np.int64)
-        wy = np.empty((w, 4), np.float32)
-        wx = np.empty((w, 4), np.float32)
-        ok = np.empty(w, np.bool_)
-        ty = np.empty(4, np.int64)
-        tx = np.empty(4, np.int64)
-        vy = np.empty(4)
-        vx = np.empty(4)
+    gc = np.empty(w)  # what depends on the column only
+    dcol = np.empty(w)
+    kc = np.empty(w, np.int64)
+    tc = np.empty(w)
+    for j in range(w):
+        gc[j] = float(j + c0)
+        dcol[j] = min(max(gc[j], cmin), cmax) - cc
+        kc[j], tc[j] = _knot(gc[j], knot_cols)
+    sy = np.empty(w)
+    sx = np.empty(w)
+    wy = np.empty((4, w), np.float32)
+    wx = np.empty((4, w), np.float32)
+    fy = np.empty(w, np.int64)  # first tap, local to the window
+    fx = np.empty(w, np.int64)
+    plain = np.empty(w, np.bool_)  # 4 in-window taps of nonzero weight on both axes
+    iy = np.empty((w, 4), np.int64)
+    ix = np.empty((w, 4), np.int64)
+    ok = np.empty(w, np.bool_)
+    vy = np.empty(4)
+    vx = np.empty(4)
+    ntap = 2 if order == 1 else 4
+    for i in range(h):
         gr = float(i + r0)
         dr = min(max(gr, rmin), rmax) - rc
         kr, tr = _knot(gr, knot_rows)
         for j in range(w):
-            gc = float(j + c0)
             dx = dx0
             dy = dy0
             if affine:
-                dcol = min(max(gc, cmin), cmax) - cc
-                dx += gxr * dr + gxc * dcol
-                dy += gyr * dr + gyc * dcol
+                dx += gxr * dr + gxc * dcol[j]
+                dy += gyr * dr + gyc * dcol[j]
             if has_knots:
-                kc, tc = _knot(gc, knot_cols)
-                dx += _bilinear(knot_dx, kr, tr, kc, tc)
-                dy += _bilinear(knot_dy, kr, tr, kc, tc)
-            ok[j] = _taps(gr + dy, r0, h, order, ty, vy) and _taps(gc + dx, c0, w, order, tx, vx)
-            for k in range(4):
-                iy[j, k] = ty[k]
-                ix[j, k] = tx[k]
-                wy[j, k] = vy[k]
-                wx[j, k] = vx[k]
-        ntap = 2 if order == 1 else 4
-        for b in range(nb):
-            for j in range(w):
-                if not ok[j]:
-                    out[b, i, j] = np.nan
-                    continue
-                acc = np.float32(0.0)
-                for ky in range(ntap):
-                    row = np.float32(0.0)
-                    for kx in range(ntap):
-                        row += wx[j, kx] * src[b, iy[j, ky], ix[j, kx]]
-                    acc += wy[j, ky] * row
-                out[b, i, j] = acc
+                dx += _bilinear(knot_dx, kr, tr, kc[j], tc[j])
+                dy += _bilinear(knot_dy, kr, tr, kc[j], tc[j])
+            sy[j] = gr + dy
+            sx[j] = gc[j] + dx
+        _cubic_weights(sy, r0, h, wy, fy)
+        _cubic_weights(sx, c0, w, wx, fx)
+        for j in range(w):
+            plain[j] = order == 3 and fy[j] >= 0 and fx[j] >= 0
+            if not plain[j]:
+                ok[j] = _taps(sy[j], r0, h, order, iy[j], vy) and _taps(sx[j], c0, w, order, ix[j], vx)
+                for k in range(4):
+                    wy[k, j] = vy[k]
+                    wx[k, j] = vx[k]
+        j = 0
+        while j < w:
+            if not plain[j]:
+                for b in range(nb):
+                    out[b, i, j] = (
+                        _tap_sum(src[b], iy[j], ix[j], wy[:, j], wx[:, j], ntap) if ok[j] else np.nan
+                    )
+                j += 1
+                continue
+            end = j + 1
+            while end < w and plain[end] and fy[end] == fy[j] and fx[end] - end == fx[j] - j:
+                end += 1
+            c = fx[j]
+            n = end - j
+            for b in range(nb):
+                _cubic_run(
+                    src[b, fy[j]],
+                    src[b, fy[j] + 1],
+                    src[b, fy[j] + 2],
+                    src[b, fy[j] + 3],
+                    c,
+                    n,
+                    j,
+                    wy,
+                    wx,
+                    out[b, i],
+                )
+            j = end
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cubic_weights(
+    s: np.ndarray, origin: int, size: int, wgt: np.ndarray, first: np.ndarray
+) -> None:  # pragma: no cover
+    """`_taps` (cubic) of each coordinate in `s`, vectorised: weights into `wgt` (4, n) and the
+    first tap, local to the window, into `first`; -1 there when a weight is zero or a tap falls
+    outside the window (then `_taps` decides)."""
+    a = -0.5
+    for j in range(s.size):
+        i0 = math.floor(s[j])
+        t = s[j] - i0
+        nonzero = True
+        for k in range(4):
+            x = abs(t - (k - 1))
+            near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+            far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+            v = near if x <= 1.0 else (far if x < 2.0 else 0.0)
+            wgt[k, j] = v
+            nonzero &= v != 0.0
+        local = int(i0) - 1 - origin
+        first[j] = local if nonzero and local >= 0 and local + 3 < size else -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tap_sum(
+    src: np.ndarray, iy: np.ndarray, ix: np.ndarray, wy: np.ndarray, wx: np.ndarray, ntap: int
+) -> np.float32:  # pragma: no cover - compiled
+    """sum over ky of wy * (sum over kx of wx * src[iy, ix]), in float32, in that order."""
+    acc = np.float32(0.0)
+    for ky in range(ntap):
+        row = np.float32(0.0)
+        for kx in range(ntap):
+            row += wx[kx] * src[iy[ky], ix[kx]]
+        acc += wy[ky] * row
+    return acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cubic_run(
+    s0: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    s3: np.ndarray,
+    c: int,
+    n: int,
+    j: int,
+    wy: np.ndarray,
+    wx: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """`_tap_sum` of the n pixels from j whose 4 x 4 taps are rows s0..s3 at columns c+q..c+q+3."""
+    rows = (s0[c : c + n + 3], s1[c : c + n + 3], s2[c : c + n + 3], s3[c : c + n + 3])
+    wx0, wx1, wx2, wx3 = wx[0, j : j + n], wx[1, j : j + n], wx[2, j : j + n], wx[3, j : j + n]
+    wy0, wy1, wy2, wy3 = wy[0, j : j + n], wy[1, j : j + n], wy[2, j : j + n], wy[3, j : j + n]
+    o = out[j : j + n]
+    for q in range(n):
+        acc = np.float32(0.0)
+        for ky in range(4):
+            r = rows[ky]
+            row = np.float32(0.0)
+            row += wx0[q] * r[q]
+            row += wx1[q] * r[q + 1]
+            row += wx2[q] * r[q + 2]
+            row += wx3[q] * r[q + 3]
+            wyk = wy0[q] if ky == 0 else (wy1[q] if ky == 1 else (wy2[q] if ky == 2 else wy3[q]))
+            acc += wyk * row
+        o[q] = acc
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import scipy.fft
 
 from imagery.config import CoregParams
-from imagery.coregister import ShiftModel, apply_shift, estimate_shift, match_windows
+from imagery.coregister import KnotGrid, ShiftModel, apply_shift, estimate_shift, match_windows
 
 SMALL = CoregParams(window_px=128, grid_step_px=64)
 
@@ -263,3 +263,66 @@ def test_apply_shift_follows_shift_at_on_linear_ramps(order: int) -> None:
     inner = (slice(4, -4), slice(4, -4))
     np.testing.assert_allclose(out[0][inner], (cols + dx)[inner], atol=2e-3)
     np.testing.assert_allclose(out[1][inner], (rows + dy)[inner], atol=2e-3)
+
+
+def _plain_shift(
+    img: np.ndarray, model: ShiftModel, origin: tuple[int, int], knots: KnotGrid, order: int
+) -> np.ndarray:
+    """`apply_shift` by its definition, all pixels at once in float64: weights of the sample
+    position's taps (Keys cubic or bilinear); NaN where a tap of nonzero weight is NaN or outside."""
+    _, h, w = img.shape
+    rows, cols = np.mgrid[origin[0] : origin[0] + h, origin[1] : origin[1] + w].astype(np.float64)
+    gx, gy = model.shift_at(rows, cols)
+    kx, ky = knots.at(rows, cols)
+    taps = []
+    for s, o, n in ((rows + gy + ky, origin[0], h), (cols + gx + kx, origin[1], w)):
+        i0 = np.floor(s)
+        offsets = np.arange(-1, 3) if order == 3 else np.arange(0, 2)
+        x = np.abs(s - i0 - offsets[:, None, None])
+        if order == 3:
+            weights = np.where(
+                x <= 1, (1.5 * x - 2.5) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * -0.5, 0)
+            )
+        else:
+            weights = 1 - x
+        taps.append(((i0 + offsets[:, None, None] - o).astype(np.int64), weights, n))
+    (iy, wy, ny), (ix, wx, nx) = taps
+    out = np.zeros(img.shape)
+    for a in range(len(iy)):
+        for b in range(len(ix)):
+            weight = wy[a] * wx[b]
+            inside = (iy[a] >= 0) & (iy[a] < ny) & (ix[b] >= 0) & (ix[b] < nx)
+            value = img[:, np.clip(iy[a], 0, ny - 1), np.clip(ix[b], 0, nx - 1)]
+            out += np.where(weight != 0, np.where(inside, value, np.nan) * weight, 0)
+    return out
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_apply_shift_equals_plain_resampling(order: int) -> None:
+    """The row-vectorised resampler gives the definition's values, with knots, an affine model,
+    NaN holes, integer positions (zero-weight taps) and the window's edges."""
+    rng = np.random.default_rng(30)
+    img = rng.normal(1000, 100, (3, 90, 110)).astype(np.float32)
+    img[:, 40:44, 50:57] = np.nan
+    img[1, 10, 70] = np.nan
+    affine = ShiftModel(
+        dx_px=0.4, dy_px=-1.3, method="local-affine", centre=(540.0, 360.0),
+        gradient=(4e-3, -3e-3, 2e-3, 5e-3), extent=(510.0, 570.0, 320.0, 400.0),
+    )  # fmt: skip
+    knots = KnotGrid(
+        np.array([520.0, 560.0]), np.array([310.0, 350.0, 390.0]),
+        np.array([[0.0, 0.6, -0.3], [0.2, 0.0, 0.9]]), np.array([[0.5, 0.0, 0.0], [-0.7, 0.1, 0.0]]),
+    )  # fmt: skip
+    integer = ShiftModel(dx_px=1.0, dy_px=-2.0, method="global")
+    origin = (500, 300)
+    for model, grid in (
+        (affine, knots),
+        (affine, KnotGrid(*(np.zeros(s) for s in (1, 1, (1, 1), (1, 1))))),
+        (integer, knots),
+    ):
+        got = apply_shift(img, model, origin=origin, order=order, knots=grid)  # type: ignore[arg-type]
+        want = _plain_shift(img, model, origin, grid, order)
+        assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(got).any()
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    exact = apply_shift(img, integer, origin=origin, order=order)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(exact[:, 2:, :-1], img[:, :-2, 1:])
