@@ -343,108 +343,154 @@ def local_structure_change(
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _structure_change(
     before: np.ndarray, after: np.ndarray, inv_scale: np.ndarray, radius: int, c: float, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """`local_structure_change` in one pass over the rows, bit for bit what scipy's
-    ``uniform_filter`` (mode constant, float64) gives: running window sums along the columns
-    (axis 0), their means summed along each row (axis 1), each sum divided by the window size."""
+    """`local_structure_change` in one pass over the rows, in float64: per band, the sums of
+    x, y, x^2, y^2 and xy over the valid pixels of each column's window (updated by the row that
+    enters and the row that leaves), their window sums along the row, and the moments as those
+    sums over the window's count of valid pixels. Every loop runs along a row (vectorised)."""
     nb, h, w = before.shape
-    size = float(2 * radius + 1)
     valid = np.empty((h, w), np.bool_)
     for i in range(h):
-        for j in range(w):
-            ok = True
-            for k in range(nb):
-                ok &= np.isfinite(before[k, i, j]) & np.isfinite(after[k, i, j])
-            valid[i, j] = ok
-    # running sums along axis 0 of x, y, x*x, y*y, x*y per band, and of the valid count
-    col = np.zeros((nb, 5, w))
-    col_count = np.zeros((1, w))
-    mean = np.empty((5, w))
-    mean_count = np.empty((1, w))
-    row = np.empty((5, w))
-    row_count = np.empty((1, w))
+        _valid_row(before[:, i], after[:, i], valid[i])
+    pad = radius + 1  # zero columns on either side of the column sums: the window's ends
+    col = np.zeros((nb, 5, w + 2 * pad))
+    count = np.zeros(w + 2 * pad)
+    win = np.empty((5, w))
+    inv_count = np.empty(w)
     total = np.empty(w)
-    for i in range(h):
-        new, old = i + radius, i - radius - 1
-        first = range(min(radius + 1, h)) if i == 0 else range(0)
-        for r in first:
-            for j in range(w):
-                col_count[0, j] += 1.0 if valid[r, j] else 0.0
-        if i > 0:
-            for j in range(w):
-                vn = 1.0 if new < h and valid[new, j] else 0.0
-                vo = 1.0 if old >= 0 and valid[old, j] else 0.0
-                col_count[0, j] += vn - vo
-        mean_count[0] = col_count[0] / size
-        _window_means(mean_count, row_count, radius)
+    for i in range(-radius, h):  # the rows above the first output row enter first
+        new, old = min(i + radius, h - 1), max(i - radius - 1, 0)
+        n_in = 1.0 if i + radius < h else 0.0  # weight of the entering and the leaving row
+        n_out = 1.0 if i - radius - 1 >= 0 else 0.0
+        _count_update(count[pad : pad + w], valid[new], valid[old], n_in, n_out)
+        for k in range(nb):
+            s = inv_scale[k]
+            _moments_update(
+                col[k, :, pad : pad + w], before[k, new], after[k, new], valid[new],
+                before[k, old], after[k, old], valid[old], s * n_in, s * n_out,
+            )  # fmt: skip
+        if i < 0:
+            continue
+        _window_sum(count, win[0], radius)
+        for j in range(w):
+            inv_count[j] = 1.0 / win[0, j] if valid[i, j] else 0.0
         total[:] = 0.0
         for k in range(nb):
-            for r in first:
-                for j in range(w):
-                    x, y = _scaled(before, after, valid, inv_scale[k], k, r, j)
-                    col[k, 0, j] += x
-                    col[k, 1, j] += y
-                    col[k, 2, j] += x * x
-                    col[k, 3, j] += y * y
-                    col[k, 4, j] += x * y
-            if i > 0:
-                for j in range(w):
-                    xn = yn = xo = yo = 0.0
-                    if new < h:
-                        xn, yn = _scaled(before, after, valid, inv_scale[k], k, new, j)
-                    if old >= 0:
-                        xo, yo = _scaled(before, after, valid, inv_scale[k], k, old, j)
-                    col[k, 0, j] += xn - xo
-                    col[k, 1, j] += yn - yo
-                    col[k, 2, j] += xn * xn - xo * xo
-                    col[k, 3, j] += yn * yn - yo * yo
-                    col[k, 4, j] += xn * yn - xo * yo
-            for p in range(5):
-                for j in range(w):
-                    mean[p, j] = col[k, p, j] / size
-            _window_means(mean, row, radius)
-            for j in range(w):
-                inv_count = 1.0 / max(row_count[0, j], 1e-12) if valid[i, j] else 0.0
-                mx = row[0, j] * inv_count
-                my = row[1, j] * inv_count
-                vx = max(row[2, j] * inv_count - mx * mx, 0.0)
-                vy = max(row[3, j] * inv_count - my * my, 0.0)
-                cxy = row[4, j] * inv_count - mx * my
-                total[j] += (2 * cxy + c) / (vx + vy + c)
+            _window_sums5(col[k], win, radius)
+            _add_structure(win[0], win[1], win[2], win[3], win[4], inv_count, c, total)
         for j in range(w):
             out[i, j] = np.float32(1.0 - total[j] / nb) if valid[i, j] else np.nan
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scaled(
-    before: np.ndarray, after: np.ndarray, valid: np.ndarray, inv_scale: float, k: int, r: int, j: int
-) -> tuple[float, float]:  # pragma: no cover - compiled
-    if not valid[r, j]:
-        return 0.0, 0.0
-    return np.float64(before[k, r, j]) * inv_scale, np.float64(after[k, r, j]) * inv_scale
+def _valid_row(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> None:  # pragma: no cover
+    """valid = every band of (bands, x) before and after finite."""
+    valid[:] = True
+    for k in range(before.shape[0]):
+        b, a = before[k], after[k]
+        for j in range(valid.size):
+            valid[j] &= np.isfinite(b[j]) & np.isfinite(a[j])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _window_means(src: np.ndarray, dst: np.ndarray, radius: int) -> None:  # pragma: no cover - compiled
-    """Window means along each row of `src` (zeros beyond the ends): a running sum, each step
-    adding the entering value minus the leaving one, divided by the window size (scipy's order)."""
-    q, w = src.shape
-    size = float(2 * radius + 1)
-    s = np.zeros(q)
-    for p in range(q):
-        for j in range(min(radius + 1, w)):
-            s[p] += src[p, j]
-        dst[p, 0] = s[p] / size
-    for j in range(1, w):
-        new, old = j + radius, j - radius - 1
-        for p in range(q):
-            a = src[p, new] if new < w else 0.0
-            b = src[p, old] if old >= 0 else 0.0
-            s[p] += a - b
-            dst[p, j] = s[p] / size
+def _count_update(
+    count: np.ndarray, valid_in: np.ndarray, valid_out: np.ndarray, n_in: float, n_out: float
+) -> None:  # pragma: no cover - compiled
+    """count += n_in * valid_in - n_out * valid_out."""
+    for j in range(count.size):
+        count[j] += (n_in if valid_in[j] else 0.0) - (n_out if valid_out[j] else 0.0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _moments_update(
+    col: np.ndarray,
+    b_in: np.ndarray,
+    a_in: np.ndarray,
+    valid_in: np.ndarray,
+    b_out: np.ndarray,
+    a_out: np.ndarray,
+    valid_out: np.ndarray,
+    s_in: float,
+    s_out: float,
+) -> None:  # pragma: no cover - compiled
+    """col[0..4] += moments (x, y, x^2, y^2, xy) of the entering row minus those of the leaving
+    one; x, y are before, after times s_in / s_out (0: no row), 0 where the pixel is invalid."""
+    c0, c1, c2, c3, c4 = col[0], col[1], col[2], col[3], col[4]
+    for j in range(c0.size):
+        xn = np.float64(b_in[j]) * s_in if valid_in[j] else 0.0
+        yn = np.float64(a_in[j]) * s_in if valid_in[j] else 0.0
+        xo = np.float64(b_out[j]) * s_out if valid_out[j] else 0.0
+        yo = np.float64(a_out[j]) * s_out if valid_out[j] else 0.0
+        c0[j] += xn - xo
+        c1[j] += yn - yo
+        c2[j] += xn * xn - xo * xo
+        c3[j] += yn * yn - yo * yo
+        c4[j] += xn * yn - xo * yo
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_sum(src: np.ndarray, dst: np.ndarray, radius: int) -> None:  # pragma: no cover - compiled
+    """dst[j] = sum of src[j + 1 .. j + 2 radius + 1] (`src` has radius + 1 zero entries on either
+    side): a running sum, each step adding the entering value and subtracting the leaving one."""
+    s = 0.0
+    for j in range(1, 2 * radius + 1):
+        s += src[j]
+    for j in range(dst.size):
+        s += src[j + 2 * radius + 1] - src[j]
+        dst[j] = s
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_sums5(src: np.ndarray, dst: np.ndarray, radius: int) -> None:  # pragma: no cover - compiled
+    """`_window_sum` of the 5 rows of `src` into those of `dst`, advanced together (5 independent
+    chains in flight instead of one)."""
+    a0, a1, a2, a3, a4 = src[0], src[1], src[2], src[3], src[4]
+    d0, d1, d2, d3, d4 = dst[0], dst[1], dst[2], dst[3], dst[4]
+    s0 = s1 = s2 = s3 = s4 = 0.0
+    for j in range(1, 2 * radius + 1):
+        s0 += a0[j]
+        s1 += a1[j]
+        s2 += a2[j]
+        s3 += a3[j]
+        s4 += a4[j]
+    step = 2 * radius + 1
+    for j in range(d0.size):
+        s0 += a0[j + step] - a0[j]
+        s1 += a1[j + step] - a1[j]
+        s2 += a2[j + step] - a2[j]
+        s3 += a3[j + step] - a3[j]
+        s4 += a4[j + step] - a4[j]
+        d0[j] = s0
+        d1[j] = s1
+        d2[j] = s2
+        d3[j] = s3
+        d4[j] = s4
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _add_structure(
+    sx: np.ndarray,
+    sy: np.ndarray,
+    sxx: np.ndarray,
+    syy: np.ndarray,
+    sxy: np.ndarray,
+    inv_count: np.ndarray,
+    c: float,
+    total: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """total += (2 cov + c) / (var_x + var_y + c) of the window sums (variances floored at 0)."""
+    for j in range(total.size):
+        n = inv_count[j]
+        mx = sx[j] * n
+        my = sy[j] * n
+        vx = sxx[j] * n - mx * mx
+        vy = syy[j] * n - my * my
+        vx = vx if vx > 0.0 else 0.0
+        vy = vy if vy > 0.0 else 0.0
+        total[j] += (2 * (sxy[j] * n - mx * my) + c) / (vx + vy + c)
 
 
 def _pixel_irmad_chi(before: np.ndarray, after: np.ndarray, model: ChangeModel) -> np.ndarray:

@@ -51,13 +51,10 @@ def _median_of_valid_looks(
     taken = np.zeros(n_days, np.bool_)
     use = np.empty((n_looks, nx), np.bool_)
     buf = np.empty(n_looks, np.float32)
+    rest = np.empty(nx, np.intp)
     for y in range(ny):
         for look in range(n_looks):
-            for x in range(nx):
-                good = clear[look, y, x]
-                for b in range(n_bands):
-                    good &= np.isfinite(stack[look, b, y, x])
-                use[look, x] = good
+            _valid_look(stack[look, :, y], clear[look, y], use[look])
         if n_days < n_looks:  # one look per day: the first valid granule
             for x in range(nx):
                 taken[:] = False
@@ -65,23 +62,55 @@ def _median_of_valid_looks(
                     if use[look, x]:
                         use[look, x] = not taken[day[look]]
                         taken[day[look]] = True
+        count[y] = 0
+        for look in range(n_looks):
+            _add_bool(count[y], use[look])
+        n_rest = 0  # pixels not taken by the common case: all three looks valid
         for x in range(nx):
-            m = 0
-            for look in range(n_looks):
-                m += use[look, x]
-            count[y, x] = m
+            if not (n_looks == 3 and count[y, x] == 3):
+                rest[n_rest] = x
+                n_rest += 1
         for b in range(n_bands):
-            for x in range(nx):
-                if n_looks == 3 and count[y, x] == 3:  # the common case, without gathering
-                    v0, v1, v2 = stack[0, b, y, x], stack[1, b, y, x], stack[2, b, y, x]
-                    out[b, y, x] = max(min(v0, v1), min(max(v0, v1), v2))
-                    continue
+            row = out[b, y]
+            if n_looks == 3:
+                _median_of_three(stack[0, b, y], stack[1, b, y], stack[2, b, y], row)
+            for x in rest[:n_rest]:
                 m = 0
                 for look in range(n_looks):
                     if use[look, x]:
                         buf[m] = stack[look, b, y, x]
                         m += 1
-                out[b, y, x] = _median(buf, m) if m else np.nan
+                row[x] = _median(buf, m) if m else np.nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _valid_look(bands: np.ndarray, clear: np.ndarray, use: np.ndarray) -> None:  # pragma: no cover - compiled
+    """use = clear and every band finite, along one row of one look ((bands, x))."""
+    use[:] = clear
+    for b in range(bands.shape[0]):
+        v = bands[b]
+        for x in range(use.size):
+            use[x] &= np.isfinite(v[x])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_bool(count: np.ndarray, flag: np.ndarray) -> None:  # pragma: no cover - compiled
+    """count += flag, element by element."""
+    for x in range(count.size):
+        count[x] += flag[x]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _median_of_three(
+    v0: np.ndarray, v1: np.ndarray, v2: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover
+    """out = max(min(v0, v1), min(max(v0, v1), v2)) element by element, as selects (vectorised)."""
+    for x in range(out.size):
+        a, b, c = v0[x], v1[x], v2[x]
+        lo = b if b < a else a
+        hi = b if b > a else a
+        mid = c if c < hi else hi
+        out[x] = mid if mid > lo else lo
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
