@@ -32,7 +32,12 @@ def tiled_file(tmp_path: Path) -> Path:
 
 
 def test_windows_equal_gdal_reads(tiled_file: Path) -> None:
-    blocks = DecodedBlocks(whole_bytes=3 * BLOCK * BLOCK * 2, edge_bytes=4 * 2 * 8 * BLOCK * 2, edge_px=8)
+    blocks = DecodedBlocks(
+        whole_bytes=3 * BLOCK * BLOCK * 2,
+        bottom_bytes=4 * 8 * BLOCK * 2,
+        right_bytes=2 * 8 * BLOCK * 2,
+        edge_px=8,
+    )
     rng = np.random.default_rng(1)
     with rasterio.open(tiled_file) as src:
         for _ in range(200):

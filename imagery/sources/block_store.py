@@ -14,7 +14,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import numpy as np
 import rasterio
@@ -25,20 +24,11 @@ from rasterio.windows import Window
 EDGE_PX = 40
 #: Whole decoded blocks kept (bytes): about one tile's decoded blocks of every input file.
 WHOLE_BYTES = 64 * 2**20
-#: Block edges kept (bytes): a row of tiles' bottom edges at four times the Lima+Callao area.
-EDGE_BYTES = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class _Edges:
-    """The last `EDGE_PX` rows and columns of a decoded block (copies, so the block can go)."""
-
-    bottom: np.ndarray
-    right: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        return self.bottom.nbytes + self.right.nbytes
+#: Bottom edges kept (bytes): read by the next row of tiles; one row of tiles leaves ~16 MB of them
+#: at the Lima+Callao width (~2.3 MB per tile), so this holds two rows at four times its area.
+BOTTOM_EDGE_BYTES = 64 * 2**20
+#: Right edges kept (bytes): read by the next tile of the row, moments later.
+RIGHT_EDGE_BYTES = 16 * 2**20
 
 
 class _Lru:
@@ -47,15 +37,15 @@ class _Lru:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.used = 0
-        self._items: OrderedDict[Hashable, np.ndarray | _Edges] = OrderedDict()
+        self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
 
-    def get(self, key: Hashable) -> np.ndarray | _Edges | None:
+    def get(self, key: Hashable) -> np.ndarray | None:
         value = self._items.get(key)
         if value is not None:
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: Hashable, value: np.ndarray | _Edges) -> None:
+    def put(self, key: Hashable, value: np.ndarray) -> None:
         old = self._items.pop(key, None)
         if old is not None:
             self.used -= old.nbytes
@@ -74,12 +64,19 @@ class DecodedBlocks:
     """Windows of tiled rasters assembled from decoded blocks (whole ones recently decoded, edges
     of older ones); `decoded` counts the blocks decoded so far (for benchmarks and tests)."""
 
-    def __init__(self, whole_bytes: int = WHOLE_BYTES, edge_bytes: int = EDGE_BYTES, edge_px: int = EDGE_PX):
+    def __init__(
+        self,
+        whole_bytes: int = WHOLE_BYTES,
+        bottom_bytes: int = BOTTOM_EDGE_BYTES,
+        right_bytes: int = RIGHT_EDGE_BYTES,
+        edge_px: int = EDGE_PX,
+    ) -> None:
         self.edge_px = edge_px
         self.decoded = 0
         self._lock = threading.Lock()
         self._whole = _Lru(whole_bytes)
-        self._edges = _Lru(edge_bytes)
+        self._bottom = _Lru(bottom_bytes)
+        self._right = _Lru(right_bytes)
 
     def read(
         self, src: rasterio.io.DatasetReader, file_key: Hashable, band: int, window: Window
@@ -110,8 +107,8 @@ class DecodedBlocks:
     def clear(self) -> None:
         """Drop every kept block and edge."""
         with self._lock:
-            self._whole.clear()
-            self._edges.clear()
+            for kept in (self._whole, self._bottom, self._right):
+                kept.clear()
 
     def _piece(
         self,
@@ -131,23 +128,20 @@ class DecodedBlocks:
         d = self.edge_px
         with self._lock:
             whole = self._whole.get(key)
-            if isinstance(whole, np.ndarray):
+            if whole is not None:
                 return whole[ys:ye, xs:xe]
-            edges = self._edges.get(key)
-            if isinstance(edges, _Edges):
-                if ys >= h - d and edges.bottom.size:
-                    return edges.bottom[ys - (h - d) : ye - (h - d), xs:xe]
-                if xs >= w - d and edges.right.size:
-                    return edges.right[ys:ye, xs - (w - d) : xe - (w - d)]
+            bottom = self._bottom.get(key) if ys >= h - d else None
+            if bottom is not None:
+                return bottom[ys - (h - d) : ye - (h - d), xs:xe]
+            right = self._right.get(key) if xs >= w - d else None
+            if right is not None:
+                return right[ys:ye, xs - (w - d) : xe - (w - d)]
         data = src.read(band, window=Window(block[1] * bw, block[0] * bh, w, h))
         with self._lock:
             self.decoded += 1
             self._whole.put(key, data)
-            if h > d and w > d and any(keep):
-                kept = self._edges.get(key)
-                none = np.empty((0, 0), data.dtype)  # not data[:0]: a view would keep the block alive
-                old = kept if isinstance(kept, _Edges) else _Edges(none, none)
-                bottom = data[h - d :].copy() if keep[0] else old.bottom
-                right = data[:, w - d :].copy() if keep[1] else old.right
-                self._edges.put(key, _Edges(bottom, right))
+            if keep[0] and h > d:
+                self._bottom.put(key, data[h - d :].copy())  # a copy: a view would keep the block
+            if keep[1] and w > d:
+                self._right.put(key, data[:, w - d :].copy())
         return data[ys:ye, xs:xe]
