@@ -300,6 +300,41 @@ def _match_batch(
     return ir + r2, ic + c2, peak, psr, ok
 
 
+@dataclass(frozen=True)
+class WindowGrid:
+    """Where `match_windows` matches: windows of `size` px at top-left corners (`tops`, `lefts`),
+    each `margin` px (the largest shift) clear of the image edges."""
+
+    size: int
+    tops: I64
+    lefts: I64
+    margin: int
+
+    @classmethod
+    def on(cls, shape: tuple[int, ...], params: CoregParams) -> WindowGrid:
+        """The centred grid of `params.window_px` windows every `params.grid_step_px` on an image of
+        `shape` (windows shrunk for a small image; none when no window fits clear of the edges)."""
+        n = _window_size(shape, params.window_px)
+        margin = math.ceil(params.max_shift_px) + 1
+        tops, lefts = _window_grid((shape[0], shape[1]), n, params.grid_step_px, margin)
+        return cls(n, tops, lefts, margin)
+
+    def extent(self, halo: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+        """(row0, row1, col0, col1) of the pixels the matching reads (the windows and their margin),
+        grown by `halo` and clipped to `shape`; None without windows."""
+        if not len(self.tops):
+            return None
+        reach = self.margin + halo
+        r0, c0 = max(int(self.tops.min()) - reach, 0), max(int(self.lefts.min()) - reach, 0)
+        r1 = min(int(self.tops.max()) + self.size + reach, shape[0])
+        c1 = min(int(self.lefts.max()) + self.size + reach, shape[1])
+        return r0, r1, c0, c1
+
+    def moved(self, rows: int, cols: int) -> WindowGrid:
+        """The same windows in an image whose first pixel is (`rows`, `cols`) of this one."""
+        return WindowGrid(self.size, self.tops - rows, self.lefts - cols, self.margin)
+
+
 def match_windows(
     reference: F32,
     target: F32,
@@ -307,12 +342,15 @@ def match_windows(
     *,
     origin: tuple[int, int] = (0, 0),
     options: MatchOptions | None = None,
+    grid: WindowGrid | None = None,
 ) -> TiePoints:
-    """Phase-correlate a grid of windows: tie points in global coordinates, reliability flags."""
+    """Phase-correlate a grid of windows: tie points in global coordinates, reliability flags.
+
+    `grid` defaults to `WindowGrid.on(reference.shape)`; a caller that read only the part of a
+    larger image its windows need (`WindowGrid.extent`) passes that image's grid `moved` there."""
     opts = options or MatchOptions()
-    n = _window_size(reference.shape, params.window_px)
-    margin = math.ceil(params.max_shift_px) + 1
-    tops, lefts = _window_grid(reference.shape, n, params.grid_step_px, margin)
+    grid = grid or WindowGrid.on(reference.shape, params)
+    n, margin, tops, lefts = grid.size, grid.margin, grid.tops, grid.lefts
     parts: list[tuple[np.ndarray, ...]] = []
     for s in range(0, len(tops), _BATCH):
         sl = slice(s, s + _BATCH)

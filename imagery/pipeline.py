@@ -30,7 +30,7 @@ from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
 from imagery.heap import release_free_memory
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
-from imagery.shift_field import ShiftField, TilePoints, fit_shift_field
+from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
 from imagery.sources.local import require_bands
 from imagery.sources.raster import block_grid
@@ -304,7 +304,7 @@ def _fit_window(gbox: GeoBox) -> tuple[GeoBox, tuple[int, int]]:
 
 def read_windows(plan: RunPlan) -> list[GeoBox]:
     """Every grid window a run reads from each scene: the strips of the fit window, then every tile
-    with its halo (the tie-point NIR reads use the same padded tile windows), so a prefetch of these
+    with its halo (the tie-point NIR reads are parts of the padded tile windows), so a prefetch of these
     windows is all the run will read."""
     gbox = plan.grid.geobox()
     fit = [padded for padded, _, _ in row_strips(_fit_window(gbox)[0], plan.settings.mask.dilate_px)]
@@ -323,13 +323,26 @@ def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tupl
 
 
 def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoints:
-    """Match the NIR composites of both periods on a grid of windows inside one tile."""
-    padded, origin, inner = tile.padded(plan.grid.geobox(), plan.halo)
-    before = read_composite(source, plan.before, padded, plan.settings, bands=("B08",))
-    after = read_composite(source, plan.after, padded, plan.settings, bands=("B08",))
-    points = coregister.match_windows(
-        before.bands[0], after.bands[0], plan.settings.coregistration, origin=origin
-    )
+    """Match the NIR composites of both periods on the tie-point grid of one tile (with its halo).
+
+    Only the part of the tile the windows need is read and composited (`WindowGrid.extent`, grown
+    by the mask dilation so the composite there equals the whole tile's): on a 1024 px tile that
+    stays inside the tile's own COG blocks, and a tile too small for a window reads nothing."""
+    padded, origin, _ = tile.padded(plan.grid.geobox(), plan.halo)
+    coreg = plan.settings.coregistration
+    shape = (padded.shape.y, padded.shape.x)
+    grid = coregister.WindowGrid.on(shape, coreg)
+    extent = grid.extent(plan.settings.mask.dilate_px, shape)
+    points = concat_tie_points([])
+    if extent is not None:
+        top, bottom, left, right = extent
+        part = padded[top:bottom, left:right]
+        before = read_composite(source, plan.before, part, plan.settings, bands=("B08",))
+        after = read_composite(source, plan.after, part, plan.settings, bands=("B08",))
+        points = coregister.match_windows(
+            before.bands[0], after.bands[0], coreg, origin=(origin[0] + top, origin[1] + left),
+            grid=grid.moved(top, left),
+        )  # fmt: skip
     r0, c0 = tile.row0, tile.col0
     inside = (points.rows >= r0) & (points.rows < r0 + tile.height)
     inside &= (points.cols >= c0) & (points.cols < c0 + tile.width)

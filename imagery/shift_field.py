@@ -109,7 +109,7 @@ def fit_shift_field(
     """Global model from all tie points (or `fallback` when they are too few), then per-tile
     corrections where a tile's own points disagree significantly with it."""
     opts = options or MatchOptions()
-    pooled = _concat([t.points for t in tiles])
+    pooled = concat_tie_points([t.points for t in tiles])
     model = fit_model(pooled, params, floor_px=opts.outlier_floor_px) if len(pooled.dx) else None
     if model is None:
         model = fallback or ShiftModel(n_rejected=int(pooled.reliable.sum()), n_windows=len(pooled.dx))
@@ -167,7 +167,7 @@ def _rms(dx: np.ndarray, dy: np.ndarray) -> float:
     return float(np.sqrt(np.mean(dx**2 + dy**2))) if dx.size else 0.0
 
 
-def _concat(parts: Sequence[TiePoints]) -> TiePoints:
+def concat_tie_points(parts: Sequence[TiePoints]) -> TiePoints:
     """All tie points of several tiles as one set."""
     if not parts:
         empty = np.empty(0)

@@ -9,7 +9,7 @@ import pytest
 import scipy.fft
 
 from imagery.config import CoregParams
-from imagery.coregister import KnotGrid, ShiftModel, apply_shift, estimate_shift, match_windows
+from imagery.coregister import KnotGrid, ShiftModel, WindowGrid, apply_shift, estimate_shift, match_windows
 
 SMALL = CoregParams(window_px=128, grid_step_px=64)
 
@@ -86,6 +86,23 @@ def test_clouds_and_nodata_do_not_bias_the_shift() -> None:
     assert abs(model.dx_px + 1.3) < 0.03
     assert abs(model.dy_px - 0.8) < 0.03
     assert model.n_rejected > 0  # cloudy windows were skipped, not matched
+
+
+def test_windows_matched_on_the_part_they_need_equal_the_whole_image() -> None:
+    """A caller reads only `WindowGrid.extent` of an image: the same tie points as on all of it."""
+    ref = texture(600, seed=3)
+    tgt = noisy(fshift(ref, 0.7, -1.2), 4)
+    grid = WindowGrid.on(ref.shape, SMALL)
+    top, bottom, left, right = grid.extent(0, ref.shape) or (0, 0, 0, 0)
+    assert (top, left) > (0, 0) and (bottom, right) < ref.shape, "the windows leave a border unread"
+    whole = match_windows(ref, tgt, SMALL, origin=(40, 50))
+    part = match_windows(
+        ref[top:bottom, left:right], tgt[top:bottom, left:right], SMALL, origin=(40 + top, 50 + left),
+        grid=grid.moved(top, left),
+    )  # fmt: skip
+    assert whole.reliable.sum() >= 16
+    for name in ("rows", "cols", "dx", "dy", "peak", "psr", "reliable"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(whole, name))
 
 
 def test_windows_near_nodata_and_outside_overlap() -> None:

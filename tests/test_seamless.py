@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from imagery import demo
+from imagery import coregister, demo
 from imagery.config import load_settings
 from imagery.execute import tile_to_file
 from imagery.export import SCORE_MAX_ERROR
@@ -22,6 +22,7 @@ from imagery.pipeline import (
     plan_run,
     read_composite,
     read_composite_by_strips,
+    tile_tie_points,
 )
 from imagery.publish import publish
 from imagery.sources.local import LocalSource, open_scene
@@ -37,6 +38,13 @@ def _run(plan: RunPlan, model: PairModel, source: LocalSource, out: Path) -> Pat
         tile_to_file(plan, model, source, tile.name, tile_path(tile_dir, tile.name))
     publish(plan, model, tile_dir, out / "run")
     return out / "run"
+
+
+def _demo_plan(source: LocalSource) -> RunPlan:
+    """The demo's run plan on its native grid: 2021 looks before, 2022 after, default settings."""
+    opened = [open_scene(p) for p in sorted(source.root.iterdir())]
+    before = [s for s in opened if s.acquired.year == 2021]
+    return plan_run(None, before, [s for s in opened if s.acquired.year == 2022], load_settings())
 
 
 def _read(path: Path) -> np.ndarray:
@@ -111,13 +119,7 @@ def _assert_same_layers(tiled_run: Path, whole_run: Path) -> None:
 def test_fit_window_read_by_strips_equals_one_read(small_demo: Path) -> None:
     """The pair fit composites its window a strip of rows at a time: the same looks and values as one read."""
     source = LocalSource(small_demo / "scenes")
-    opened = [open_scene(p) for p in sorted(source.root.iterdir())]
-    plan = plan_run(
-        None,
-        [s for s in opened if s.acquired.year == 2021],
-        [s for s in opened if s.acquired.year == 2022],
-        load_settings(),
-    )
+    plan = _demo_plan(source)
     gbox = plan.grid.geobox()
     for scenes in (plan.before, plan.after):
         whole = read_composite(source, scenes, gbox, plan.settings)
@@ -143,3 +145,24 @@ def test_fit_window_aligned_in_place_by_strips_equals_one_shift(small_demo: Path
     align_in_place(shift, bands, origin, plan.halo, rows=64)
     assert np.isnan(whole).any() and np.isfinite(whole).mean() > 0.5
     np.testing.assert_array_equal(bands, whole)
+
+
+def test_tile_tie_points_read_only_their_windows_yet_match_the_whole_tile(small_demo: Path) -> None:
+    """The tie-point pass composites only the part of a tile its windows need (plus the mask
+    dilation): the same tie points as matching the composites of the whole padded tile."""
+    source = LocalSource(small_demo / "scenes")
+    plan = _demo_plan(source)
+    (tile,) = plan.tiles()
+    padded, origin, _ = tile.padded(plan.grid.geobox(), plan.halo)
+    before, after = (
+        read_composite(source, scenes, padded, plan.settings, bands=("B08",))
+        for scenes in (plan.before, plan.after)
+    )
+    assert (before.valid_looks < len(plan.before)).any(), "clouds should be masked somewhere"
+    whole = coregister.match_windows(
+        before.bands[0], after.bands[0], plan.settings.coregistration, origin=origin
+    )
+    got = tile_tie_points(plan, source, tile).points
+    assert whole.reliable.sum() >= 3
+    for name in ("rows", "cols", "dx", "dy", "peak", "psr", "reliable"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(whole, name))
