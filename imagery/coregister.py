@@ -131,6 +131,29 @@ def _freq_weight(n: int, max_freq: float) -> F32:
     return (0.5 * (1 + np.cos(np.pi * ramp))).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Passband:
+    """The rfft2 frequencies a low-pass weight keeps: its non-zero rows and leading columns. The
+    sub-pixel DFT sums over these only (the others add exact zeros: same result, half the work)."""
+
+    n: int
+    rows: I64
+    cols: int
+
+    @classmethod
+    def of(cls, weight: F32) -> Passband:
+        """The support of `weight` (an (n, n // 2 + 1) rfft2 grid)."""
+        return cls(
+            weight.shape[0],
+            np.flatnonzero(weight.any(axis=1)),
+            int(np.flatnonzero(weight.any(axis=0))[-1]) + 1,
+        )
+
+    def take(self, cp: C64) -> C64:
+        """The band's part of a stack of rfft2 spectra."""
+        return np.ascontiguousarray(cp[:, self.rows, : self.cols])
+
+
 def _cross_power(ref_f: C64, tgt: F32, weight: F32) -> C64:
     """Whitened, low-passed cross-power spectrum (target x conj(reference)); peaks at +shift."""
     tgt_f = scipy.fft.rfft2(tgt, workers=-1)
@@ -163,18 +186,21 @@ def _integer_peak(cp: C64, n: int) -> tuple[I64, I64, npt.NDArray[np.float64]]:
 
 
 def _dft_kernels(
-    n: int, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int
+    band: Passband, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int
 ) -> tuple[C64, C64, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Matrix-DFT kernels that evaluate the correlation surface on an m x m sub-pixel grid."""
+    """Matrix-DFT kernels that evaluate the correlation surface on an m x m sub-pixel grid, over
+    the frequencies of `band` only (the cross-power is zero at all others)."""
+    n = band.n
     offs = np.linspace(-half, half, m)
     ys = centre_r[:, None] + offs[None, :]  # (k, m)
     xs = centre_c[:, None] + offs[None, :]
-    fu = scipy.fft.fftfreq(n, d=1.0 / n)  # signed row frequencies, length n
+    fu = scipy.fft.fftfreq(n, d=1.0 / n)[band.rows]  # signed row frequencies
     fv = np.arange(n // 2 + 1, dtype=np.float64)  # rfft column frequencies
     wv = np.full(fv.shape, 2.0)
     wv[0] = 1.0
     if n % 2 == 0:
         wv[-1] = 1.0
+    fv, wv = fv[: band.cols], wv[: band.cols]
     ey = np.exp(2j * np.pi * ys[:, :, None] * fu[None, None, :] / n).astype(np.complex64)
     ex = (wv[None, :, None] * np.exp(2j * np.pi * fv[None, :, None] * xs[:, None, :] / n)).astype(
         np.complex64
@@ -208,11 +234,11 @@ def _matrix_dft(cp: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
 
 
 def _subpixel_peak(
-    cp: C64, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int, norm: float
+    cp: C64, band: Passband, centre_r: np.ndarray, centre_c: np.ndarray, half: float, m: int, norm: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Locate the correlation maximum near (centre_r, centre_c) on an m x m grid of +-half px."""
-    n = cp.shape[1]
-    ey, ex, ys, xs = _dft_kernels(n, centre_r, centre_c, half, m)
+    """Locate the correlation maximum near (centre_r, centre_c) on an m x m grid of +-half px;
+    `cp` holds the cross-power on `band`'s frequencies only (`Passband.of`)."""
+    ey, ex, ys, xs = _dft_kernels(band, centre_r, centre_c, half, m)
     surf = _matrix_dft(cp, ey, ex) / np.float32(norm)
     flat = surf.reshape(len(surf), -1)
     idx = flat.argmax(axis=1)
@@ -282,19 +308,21 @@ def _match_batch(
     ref_w, ref_frac = _prepare(_extract(ref, tops, lefts, n), taper)
     ref_f = scipy.fft.rfft2(ref_w, workers=-1)
     tgt_w, tgt_frac = _prepare(_extract(tgt, tops, lefts, n), taper)
-    ir, ic, psr = _integer_peak(_cross_power(ref_f, tgt_w, weight), n)
+    cp = _cross_power(ref_f, tgt_w, weight)
+    ir, ic, psr = _integer_peak(cp, n)
     # Re-extract the target at the integer offset so the sub-pixel residual sees full overlap.
     ir = np.clip(ir, -margin, margin)
     ic = np.clip(ic, -margin, margin)
     moved = (ir != 0) | (ic != 0)
     if moved.any():
         tgt_m, frac_m = _prepare(_extract(tgt, tops[moved] + ir[moved], lefts[moved] + ic[moved], n), taper)
-        tgt_w[moved] = tgt_m
+        cp[moved] = _cross_power(ref_f[moved], tgt_m, weight)
         tgt_frac[moved] = frac_m
-    cp = _cross_power(ref_f, tgt_w, weight)
+    band = Passband.of(weight)
+    cp = band.take(cp)
     zeros = np.zeros(len(tops))
-    r1, c1, _ = _subpixel_peak(cp, zeros, zeros, half=0.6, m=9, norm=norm)
-    r2, c2, peak = _subpixel_peak(cp, r1, c1, half=0.1, m=7, norm=norm)
+    r1, c1, _ = _subpixel_peak(cp, band, zeros, zeros, half=0.6, m=9, norm=norm)
+    r2, c2, peak = _subpixel_peak(cp, band, r1, c1, half=0.1, m=7, norm=norm)
     ok = (ref_frac >= 1 - opts.max_invalid_frac) & (tgt_frac >= 1 - opts.max_invalid_frac)
     ok &= (np.abs(r2) < 0.75) & (np.abs(c2) < 0.75)
     return ir + r2, ic + c2, peak, psr, ok

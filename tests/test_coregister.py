@@ -9,7 +9,17 @@ import pytest
 import scipy.fft
 
 from imagery.config import CoregParams
-from imagery.coregister import KnotGrid, ShiftModel, WindowGrid, apply_shift, estimate_shift, match_windows
+from imagery.coregister import (
+    KnotGrid,
+    Passband,
+    ShiftModel,
+    WindowGrid,
+    _freq_weight,
+    _subpixel_peak,
+    apply_shift,
+    estimate_shift,
+    match_windows,
+)
 
 SMALL = CoregParams(window_px=128, grid_step_px=64)
 
@@ -103,6 +113,23 @@ def test_windows_matched_on_the_part_they_need_equal_the_whole_image() -> None:
     assert whole.reliable.sum() >= 16
     for name in ("rows", "cols", "dx", "dy", "peak", "psr", "reliable"):
         np.testing.assert_array_equal(getattr(part, name), getattr(whole, name))
+
+
+def test_subpixel_peak_over_the_passband_equals_the_whole_spectrum() -> None:
+    """The sub-pixel DFT skips the frequencies the low-pass zeroes: bit-identical peaks."""
+    n = 64
+    weight = _freq_weight(n, 0.35)
+    band = Passband.of(weight)
+    assert len(band.rows) < n and band.cols < n // 2 + 1
+    rng = np.random.default_rng(5)
+    spec = scipy.fft.rfft2(rng.standard_normal((3, n, n)).astype(np.float32)).astype(np.complex64)
+    cp = (spec / np.abs(spec) * weight).astype(np.complex64)
+    whole = Passband(n, np.arange(n), n // 2 + 1)
+    centre = np.array([0.3, -1.2, 2.0])
+    got = _subpixel_peak(band.take(cp), band, centre, -centre, half=0.6, m=9, norm=100.0)
+    want = _subpixel_peak(cp, whole, centre, -centre, half=0.6, m=9, norm=100.0)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_windows_near_nodata_and_outside_overlap() -> None:
