@@ -223,32 +223,54 @@ def read_composite(
 
 
 def read_composite_by_strips(
-    source: SceneSource, scenes: Sequence[Scene], gbox: GeoBox, settings: Settings, rows: int = FIT_STRIP_ROWS
+    source: SceneSource,
+    scenes: Sequence[Scene],
+    gbox: GeoBox,
+    settings: Settings,
+    rows: int = FIT_STRIP_ROWS,
+    phase: int = 0,
 ) -> Composite:
     """`read_composite` of a large window, `rows` rows at a time, for the memory of one strip's looks:
     each strip is read with a halo as wide as the cloud-mask dilation, so its values are the window's
-    (a scene is skipped per strip, as per tile, when `mask.min_valid_share` asks for a share)."""
+    (a scene is skipped per strip, as per tile, when `mask.min_valid_share` asks for a share). Strip
+    edges fall on the rows `phase` + k * `rows` (see `fit_strip_phase`)."""
     ny, nx = gbox.shape.y, gbox.shape.x
     out = Composite(np.empty((len(CHANGE_BANDS), ny, nx), np.float32), np.empty((ny, nx), np.uint8))
-    for padded, strip, inner in row_strips(gbox, settings.mask.dilate_px, rows):
+    for padded, strip, inner in row_strips(gbox, settings.mask.dilate_px, rows, phase):
         part = read_composite(source, scenes, padded, settings)
         out.bands[:, strip] = part.bands[:, inner]
         out.valid_looks[strip] = part.valid_looks[inner]
     return out
 
 
-def row_strips(gbox: GeoBox, halo: int, rows: int = FIT_STRIP_ROWS) -> list[tuple[GeoBox, slice, slice]]:
-    """`gbox` cut into strips of `rows` rows, each padded by `halo` rows inside `gbox`: the padded
-    window, the strip's rows in `gbox` and the same rows in the padded window."""
+def row_strips(
+    gbox: GeoBox, halo: int, rows: int = FIT_STRIP_ROWS, phase: int = 0
+) -> list[tuple[GeoBox, slice, slice]]:
+    """`gbox` cut into strips of `rows` rows (edges on rows `phase` + k * `rows`), each padded by
+    `halo` rows inside `gbox`: the padded window, the strip's rows in `gbox` and the same rows in
+    the padded window."""
     return [
         (gbox[p0:p1, :], slice(r0, r1), slice(r0 - p0, r1 - p0))
-        for r0, r1, p0, p1 in _strip_bounds(gbox.shape.y, halo, rows)
+        for r0, r1, p0, p1 in _strip_bounds(gbox.shape.y, halo, rows, phase)
     ]
 
 
-def _strip_bounds(ny: int, halo: int, rows: int) -> list[tuple[int, int, int, int]]:
-    """(first row, end row, padded first row, padded end row) of each strip of `rows` rows of `ny`."""
-    return [(r0, r1, max(0, r0 - halo), min(ny, r1 + halo)) for r0, r1 in strip_bounds(ny, rows)]
+def _strip_bounds(ny: int, halo: int, rows: int, phase: int = 0) -> list[tuple[int, int, int, int]]:
+    """(first row, end row, padded first row, padded end row) of each strip of `rows` rows of `ny`,
+    after a first strip of `phase` % `rows` rows."""
+    first = min(phase % rows, ny)
+    bounds = [(0, first)] if first else []
+    bounds += [(first + r0, first + r1) for r0, r1 in strip_bounds(ny - first, rows)]
+    return [(r0, r1, max(0, r0 - halo), min(ny, r1 + halo)) for r0, r1 in bounds]
+
+
+def fit_strip_phase(plan: RunPlan, row0: int) -> int:
+    """Where the fit window's strips (it starts at grid row `row0`) end, so that each strip's padded
+    window ends on a block boundary of the inputs and each block row is decoded once: the tiles'
+    edges lie `halo` + 1 rows above a boundary (`RunPlan.tile_anchor`), a strip's `mask.dilate_px`
+    + 1 rows above one (FIT_STRIP_ROWS divides the 512 px block height)."""
+    boundary = plan.tile_anchor[0] + plan.halo + 1
+    return (boundary - plan.settings.mask.dilate_px - 1 - row0) % FIT_STRIP_ROWS
 
 
 def align_in_place(
@@ -307,7 +329,9 @@ def read_windows(plan: RunPlan) -> list[GeoBox]:
     with its halo (the tie-point NIR reads are parts of the padded tile windows), so a prefetch of these
     windows is all the run will read."""
     gbox = plan.grid.geobox()
-    fit = [padded for padded, _, _ in row_strips(_fit_window(gbox)[0], plan.settings.mask.dilate_px)]
+    window, (row0, _) = _fit_window(gbox)
+    strips = row_strips(window, plan.settings.mask.dilate_px, phase=fit_strip_phase(plan, row0))
+    fit = [padded for padded, _, _ in strips]
     return [*fit, *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
 
 
@@ -368,8 +392,9 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
     clock = clock or StageClock()
     gbox, origin = _fit_window(plan.grid.geobox())
     with clock.stage(READ):
-        before = read_composite_by_strips(source, plan.before, gbox, plan.settings)
-        after = read_composite_by_strips(source, plan.after, gbox, plan.settings)
+        phase = fit_strip_phase(plan, origin[0])
+        before = read_composite_by_strips(source, plan.before, gbox, plan.settings, phase=phase)
+        after = read_composite_by_strips(source, plan.after, gbox, plan.settings, phase=phase)
     if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
