@@ -100,17 +100,27 @@ class StripComponents:
         self._edges, self._sizes, self._last_row = [], [], None
         return count - 1
 
-    def labels(self, index: int, mask: np.ndarray) -> np.ndarray:
-        """Component id of every pixel of strip `index` (the same mask as given to `add`)."""
+    def components_of(self, index: int) -> np.ndarray:
+        """Component id of each piece of strip `index` (position 0, the background, is 0): what
+        `pieces` labels map to, known without labelling the strip again."""
         if self._component is None:
-            raise RuntimeError("StripComponents.labels before finish")
+            raise RuntimeError("StripComponents.components_of before finish")
+        offset = self._offsets[index]
+        lookup = self._component[offset : offset + self._counts[index] + 1].copy()
+        lookup[0] = 0
+        return lookup
+
+    def pieces(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """Piece labels of strip `index` (the same mask as given to `add`), numbered as for `add`."""
         labels, n = self._label(mask)
         if n != self._counts[index]:
             raise ValueError(f"strip {index} has {n} pieces, {self._counts[index]} when added")
-        offset = self._offsets[index]
-        lookup = self._component[offset : offset + n + 1].copy()
-        lookup[0] = 0
-        return lookup[labels]
+        return labels
+
+    def labels(self, index: int, mask: np.ndarray) -> np.ndarray:
+        """Component id of every pixel of strip `index` (the same mask as given to `add`)."""
+        lookup = self.components_of(index)
+        return lookup[self.pieces(index, mask)]
 
 
 def sieve_mask(mask: np.ndarray, min_pixels: int, connectivity: int = 8) -> np.ndarray:

@@ -19,7 +19,7 @@ from shapely.geometry.base import BaseGeometry
 
 from imagery.change import NO_CHANGE
 from imagery.components import StripComponents, strip_bounds
-from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES, NATURAL_CLASSES
+from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES, NATURAL_CLASSES, in_classes
 from imagery.grid import pixel_area_m2
 
 HOTSPOT_COLUMNS = [
@@ -36,13 +36,6 @@ PATCH_GROUPS = (MAN_MADE_CLASSES, NATURAL_CLASSES)
 SeenBefore = Mapping[str, tuple[date, date]]
 
 
-def _members(group: tuple[int, ...]) -> np.ndarray:
-    """Lookup table class value -> member of `group`."""
-    table = np.zeros(256, dtype=bool)
-    table[list(group)] = True
-    return table
-
-
 class PatchSieve:
     """The minimum mapping unit over row strips of the class mosaic: change patches (8-connected,
     man-made classes and natural classes sieved separately) smaller than `min_pixels` become 0,
@@ -52,15 +45,19 @@ class PatchSieve:
 
     def __init__(self, min_pixels: int) -> None:
         self.min_pixels = max(1, int(min_pixels))
-        self._parts = [(_members(group), StripComponents(8)) for group in PATCH_GROUPS]
+        self._parts = [(group, StripComponents(8)) for group in PATCH_GROUPS]
         self._kept: list[np.ndarray] = []
         self._hotspot_of = np.zeros(1, np.int32)
         self.hotspots = 0
+        #: (first row, end row) of each strip added.
+        self.strips: list[tuple[int, int]] = []
 
     def add(self, classes: np.ndarray) -> None:
         """Take the next strip of classes (rows below the previous strip)."""
-        for members, parts in self._parts:
-            parts.add(members[classes])
+        row0 = self.strips[-1][1] if self.strips else 0
+        self.strips.append((row0, row0 + classes.shape[0]))
+        for group, parts in self._parts:
+            parts.add(in_classes(classes, group))
 
     def finish(self) -> None:
         """Resolve the patches across strips."""
@@ -78,14 +75,21 @@ class PatchSieve:
     def apply(self, index: int, classes: np.ndarray) -> np.ndarray:
         """Set the small patches of strip `index` to 0, in place; returns the strip's hotspot
         numbers (int32, 0 outside hotspots)."""
-        numbers = np.zeros(0, np.int32)
-        for group, ((members, parts), kept) in enumerate(zip(self._parts, self._kept, strict=True)):
-            member = members[classes]
-            patch = parts.labels(index, member)
-            classes[member & ~kept[patch]] = NO_CHANGE
-            if group == 0:
-                numbers = self._hotspot_of[patch]
-        return numbers
+        numbers = None
+        for (group, parts), kept in zip(self._parts, self._kept, strict=True):
+            # Decided per piece of the strip (a few numbers), then one lookup per pixel.
+            component = parts.components_of(index)
+            drop = ~kept[component]
+            drop[0] = False
+            hotspot = self._hotspot_of[component] if group == MAN_MADE_CLASSES else None
+            if not drop.any() and (hotspot is None or component.size == 1):
+                continue  # no small patch to sieve and no hotspot pixel to number
+            pieces = parts.pieces(index, in_classes(classes, group))
+            if drop.any():
+                classes[drop[pieces]] = NO_CHANGE
+            if hotspot is not None:
+                numbers = hotspot[pieces]
+        return np.zeros(classes.shape, np.int32) if numbers is None else numbers
 
 
 def remove_small_patches(

@@ -15,7 +15,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
 from imagery.components import strip_bounds
-from imagery.export import CLASS_NODATA, MAN_MADE_CLASSES
+from imagery.export import CLASS_NODATA, MAN_MADE_CLASSES, in_classes
 from imagery.grid import pixel_area_m2
 
 GRID_COLUMNS = [
@@ -55,7 +55,7 @@ class GridStats:
     def add(self, row0: int, classes: np.ndarray, score: np.ndarray) -> None:
         """Take the strip of classes and score that starts at grid row `row0`."""
         row_cell = self.row_cell[row0 : row0 + classes.shape[0]]
-        rows, cols = np.nonzero(np.isin(classes, MAN_MADE_CLASSES))
+        rows, cols = np.nonzero(in_classes(classes, MAN_MADE_CLASSES))
         if rows.size:
             values = np.nan_to_num(score[rows, cols], nan=0.0).astype(np.float64)
             pixels = pd.DataFrame({"i": self.col_cell[cols], "j": row_cell[rows], "score": values})

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import geopandas as gpd
 import numpy as np
@@ -34,6 +34,8 @@ from imagery.priority_grid import GridStats
 from imagery.report import write_report
 from imagery.stageclock import HOTSPOTS, METADATA, MOSAIC, StageClock
 from imagery.tilestore import load_tile, tile_path
+
+Written = TypeVar("Written")
 
 SCORE_DESCRIPTION = "change_score (0 no change .. 1 certain change)"
 CLASS_DESCRIPTION = (
@@ -102,9 +104,11 @@ def publish(
         gbox = plan.grid.geobox()
         with clock.stage(MOSAIC):
             score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
-            describe_scratch(score_tmp, description=SCORE_DESCRIPTION, categorical=False)
         # The COG encodes run in a thread beside the hotspot work (GDAL releases the GIL): the
         # score's once the mosaic is written, the class's once the minimum mapping unit has sieved it.
+        described = cogs.submit(
+            _timed, clock, describe_scratch, score_tmp, description=SCORE_DESCRIPTION, categorical=False
+        )
         score_cog = cogs.submit(
             _timed, clock, write_cog, score_tmp, out_dir / "change_score.tif", categorical=False,
             predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR,
@@ -115,8 +119,10 @@ def publish(
             )
             before_date = max(s.acquired for s in plan.before)
             after_date = max(s.acquired for s in plan.after)
-            hotspots, grid_stats, counts = sieve_and_summarise(
-                class_tmp, score_tmp, gbox, min_pixels=min_px, cell_m=plan.settings.layers.grid_cell_m,
+            patches = find_patches(class_tmp, min_pixels=min_px)
+            described.result()  # it rewrites the score's header: read the score after it
+            hotspots, grid_stats, counts = summarise_patches(
+                patches, class_tmp, score_tmp, gbox, cell_m=plan.settings.layers.grid_cell_m,
                 before_date=before_date, after_date=after_date,
             )  # fmt: skip
         class_cog = cogs.submit(
@@ -152,8 +158,8 @@ def publish(
     return outputs
 
 
-def _timed(clock: StageClock, write: Callable[..., Path], *args: Any, **options: Any) -> Path:
-    """A COG writer timed as part of the mosaic stage (it runs beside the hotspot stage)."""
+def _timed(clock: StageClock, write: Callable[..., Written], *args: Any, **options: Any) -> Written:
+    """A step of writing a COG, timed as part of the mosaic stage (it runs beside the hotspot stage)."""
     with clock.stage(MOSAIC):
         return write(*args, **options)
 
@@ -179,27 +185,51 @@ def sieve_and_summarise(
     """Minimum mapping unit, hotspots, priority grid sums and class counts of the scratch mosaics,
     strip by strip: the class mosaic is sieved in place; memory holds a strip, whatever the area.
 
-    Two passes over the class mosaic: the first finds the patches (joined across strips), the
-    second sieves each strip and accumulates the hotspots and grid cells. Returns the hotspots
-    frame, the grid sums (`GridStats.frame` makes the layer) and pixels per class 0-6."""
-    width = gbox.shape.x
-    strips = strip_bounds(gbox.shape.y, strip_rows)
+    Two passes over the class mosaic: the first finds the patches, joined across strips
+    (`find_patches`), the second sieves each strip and accumulates the hotspots and grid cells
+    (`summarise_patches`). Returns the hotspots frame, the grid sums (`GridStats.frame` makes the
+    layer) and pixels per class 0-6."""
+    patches = find_patches(class_path, min_pixels=min_pixels, strip_rows=strip_rows)
+    return summarise_patches(
+        patches, class_path, score_path, gbox, cell_m=cell_m, before_date=before_date, after_date=after_date
+    )
+
+
+def find_patches(class_path: Path, *, min_pixels: int, strip_rows: int = STRIP_ROWS) -> PatchSieve:
+    """The first pass of `sieve_and_summarise`: the change patches of the class mosaic, read in
+    strips of `strip_rows` rows and joined across them (the score mosaic is not read)."""
     sieve = PatchSieve(min_pixels)
+    with rasterio.Env(GDAL_CACHEMAX=SIEVE_CACHE_BYTES), rasterio.open(class_path) as class_ds:
+        for row0, row1 in strip_bounds(class_ds.height, strip_rows):
+            sieve.add(class_ds.read(1, window=Window(0, row0, class_ds.width, row1 - row0)))
+    sieve.finish()
+    return sieve
+
+
+def summarise_patches(
+    patches: PatchSieve,
+    class_path: Path,
+    score_path: Path,
+    gbox: GeoBox,
+    *,
+    cell_m: float,
+    before_date: date | None,
+    after_date: date | None,
+) -> tuple[gpd.GeoDataFrame, GridStats, np.ndarray]:
+    """The second pass of `sieve_and_summarise`, over the strips `patches` was fed: each strip of
+    the class mosaic sieved in place, its hotspots, grid cells and class counts summed."""
+    spots = HotspotStats(patches.hotspots)
+    grid = GridStats(gbox, cell_m)
     counts = np.zeros(256, np.int64)
     with (
         rasterio.Env(GDAL_CACHEMAX=SIEVE_CACHE_BYTES),
         rasterio.open(class_path, "r+") as class_ds,
         rasterio.open(score_path) as score_ds,
     ):
-        for row0, row1 in strips:
-            sieve.add(class_ds.read(1, window=Window(0, row0, width, row1 - row0)))
-        sieve.finish()
-        spots = HotspotStats(sieve.hotspots)
-        grid = GridStats(gbox, cell_m)
-        for index, (row0, row1) in enumerate(strips):
-            window = Window(0, row0, width, row1 - row0)
+        for index, (row0, row1) in enumerate(patches.strips):
+            window = Window(0, row0, class_ds.width, row1 - row0)
             classes = class_ds.read(1, window=window)
-            in_hotspot = sieve.apply(index, classes)
+            in_hotspot = patches.apply(index, classes)
             class_ds.write(classes, 1, window=window)
             score = score_ds.read(1, window=window)
             spots.add(row0, in_hotspot, classes, score)

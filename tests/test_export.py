@@ -1,4 +1,4 @@
-"""COG encoding of the published rasters (imagery.export.finish_cog)."""
+"""COG encoding of the published rasters (imagery.export.finish_cog) and the class-group mask."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from imagery.export import SCORE_MAX_ERROR, finish_cog, scratch_raster
+from imagery.export import SCORE_MAX_ERROR, finish_cog, in_classes, scratch_raster
 
 
 def _scratch(path: Path, data: np.ndarray) -> Path:
@@ -40,3 +40,11 @@ def test_score_is_stored_within_its_error_bound_and_smaller_than_lossless(tmp_pa
     assert err.max() <= SCORE_MAX_ERROR * (1 + 1e-5)
     assert err.max() > SCORE_MAX_ERROR / 10  # it is quantised, not stored exactly
     assert lossy.stat().st_size < exact.stat().st_size / 2
+
+
+def test_class_membership_equals_isin_for_every_value() -> None:
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for group in ((1, 2, 3), (4, 5, 6), (3,), (1, 3), (0, 255), (254, 255)):
+        np.testing.assert_array_equal(in_classes(values, group), np.isin(values, group), err_msg=str(group))
+    wide = values.astype(np.int32) - 3  # other dtypes (negative values too) take the general path
+    np.testing.assert_array_equal(in_classes(wide, (1, 2, 3)), np.isin(wide, (1, 2, 3)))
