@@ -7,6 +7,7 @@ cell has the same id and outline in every run of an AOI and cells can be compare
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import geopandas as gpd
 import numpy as np
@@ -89,9 +90,8 @@ class GridStats:
         if not hotspots.empty:
             cent = hotspots.geometry.centroid
             i, j = np.floor(cent.x / cell).astype(int), np.floor(cent.y / cell).astype(int)
-            keys = pd.Series(list(zip(i, j, strict=True)))
-            hot = keys.value_counts()
-            cells["hotspot_count"] = [int(hot.get(k, 0)) for k in cells.index]
+            hot = Counter(zip(i.tolist(), j.tolist(), strict=True))
+            cells["hotspot_count"] = [hot.get(k, 0) for k in cells.index]
         else:
             cells["hotspot_count"] = 0
         cells = cells.reset_index()
