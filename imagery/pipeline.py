@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -379,7 +380,6 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
 
 def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
     """Tie points of every tile, in threads (one tile's NIR composites in memory per thread)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     workers = plan.settings.workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -391,10 +391,12 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
     model once for the pair; `clock` collects the seconds per stage."""
     clock = clock or StageClock()
     gbox, origin = _fit_window(plan.grid.geobox())
-    with clock.stage(READ):
+    with clock.stage(READ), ThreadPoolExecutor(max_workers=2) as pool:  # one period per thread
         phase = fit_strip_phase(plan, origin[0])
-        before = read_composite_by_strips(source, plan.before, gbox, plan.settings, phase=phase)
-        after = read_composite_by_strips(source, plan.after, gbox, plan.settings, phase=phase)
+        before, after = pool.map(
+            lambda scenes: read_composite_by_strips(source, scenes, gbox, plan.settings, phase=phase),
+            (plan.before, plan.after),
+        )
     if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
         raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
