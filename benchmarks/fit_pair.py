@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import performance as harness
 import psutil
 
 from imagery.config import load_settings
-from imagery.pipeline import fit_pair, plan_run
-from imagery.sources.local import LocalSource, open_scene
+from imagery.pipeline import fit_pair
+from imagery.sources.local import LocalSource
 from imagery.stageclock import StageClock
 
 
@@ -52,10 +53,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the fitted model here")
     args = parser.parse_args()
     scenes = args.data_dir / args.size / "scenes"
-    found = sorted((open_scene(p) for p in sorted(scenes.iterdir()) if p.is_dir()), key=lambda s: s.acquired)
-    before = [s for s in found if s.acquired.year == 2021]
-    after = [s for s in found if s.acquired.year == 2022]
-    plan = plan_run(None, before, after, load_settings(workers=args.workers))
+    plan = harness.plan_for(scenes, load_settings(workers=args.workers))
     proc = psutil.Process()
     start_rss = proc.memory_info().rss
     peak = [start_rss]

@@ -213,7 +213,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The full Vigía run from the scene files to the published layers, seconds per stage."""
     from imagery.config import load_settings
     from imagery.execute import run_tiles
-    from imagery.pipeline import fit_pair, plan_run
+    from imagery.pipeline import fit_pair
     from imagery.publish import publish
     from imagery.sources.local import LocalSource
     from imagery.stageclock import StageClock
@@ -223,10 +223,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     settings = load_settings(workers=args.workers, tile_size_px=args.tile_size)
     source = LocalSource(scenes)
-    found = _scenes_of(scenes)
-    before = [s for s in found if s.acquired.year == 2021]
-    after = [s for s in found if s.acquired.year == 2022]
-    plan = plan_run(None, before, after, settings)
+    plan = plan_for(scenes, settings)
     fit_clock = StageClock()
     at_start = {"fit": _restart_peak_rss()}
     t0 = time.perf_counter()
@@ -294,6 +291,16 @@ def _scenes_of(scenes: Path) -> list[Any]:
     from imagery.sources.local import open_scene
 
     return sorted((open_scene(p) for p in sorted(scenes.iterdir()) if p.is_dir()), key=lambda s: s.acquired)
+
+
+def plan_for(scenes: Path, settings: Any) -> Any:
+    """The benchmarked run on a scene set: the 2021 looks before, the 2022 looks after, on the
+    scenes' own grid (also used by fit_pair.py, tiles.py and publish.py)."""
+    from imagery.pipeline import plan_run
+
+    found = _scenes_of(scenes)
+    before = [s for s in found if s.acquired.year == 2021]
+    return plan_run(None, before, [s for s in found if s.acquired.year == 2022], settings)
 
 
 def _process_cluster(workers: int) -> Any:

@@ -25,7 +25,7 @@ import psutil
 
 from imagery.config import load_settings
 from imagery.execute import run_tiles
-from imagery.pipeline import PairModel, fit_pair, plan_run
+from imagery.pipeline import PairModel, fit_pair
 from imagery.publish import publish
 from imagery.sources.local import LocalSource
 from imagery.stageclock import StageClock
@@ -41,10 +41,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of publish here")
     args = parser.parse_args()
     scenes = args.data_dir / args.size / "scenes"
-    found = harness._scenes_of(scenes)
-    before = [s for s in found if s.acquired.year == 2021]
-    after = [s for s in found if s.acquired.year == 2022]
-    plan = plan_run(None, before, after, load_settings(workers=args.workers))
+    plan = harness.plan_for(scenes, load_settings(workers=args.workers))
     source = LocalSource(scenes)
     args.work.mkdir(parents=True, exist_ok=True)
     model_file = args.work / "model.json"
