@@ -570,6 +570,17 @@ def estimate_shift(
 # --------------------------------------------------------------------------- resampling
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keys(x: float) -> float:  # pragma: no cover - compiled
+    """Keys' cubic convolution weight (a = -0.5) at distance x >= 0 from a tap."""
+    a = -0.5
+    if x <= 1.0:
+        return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    if x < 2.0:
+        return (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return 0.0
+
+
 @numba.njit(cache=True)
 def _taps(s: float, origin: int, size: int, order: int, idx: np.ndarray, w: np.ndarray) -> bool:
     """1-D kernel taps for global coordinate s into a window starting at `origin`; False if outside.
@@ -584,16 +595,9 @@ def _taps(s: float, origin: int, size: int, order: int, idx: np.ndarray, w: np.n
         w[2] = 0.0
         w[3] = 0.0
         first = i0
-    else:  # Keys cubic convolution, a = -0.5, taps i0-1 .. i0+2
-        a = -0.5
+    else:  # Keys cubic convolution, taps i0-1 .. i0+2
         for k in range(4):
-            x = abs(t - (k - 1))
-            if x <= 1.0:
-                w[k] = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-            elif x < 2.0:
-                w[k] = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-            else:
-                w[k] = 0.0
+            w[k] = _keys(abs(t - (k - 1)))
         first = i0 - 1
     best = 0
     for k in range(4):
@@ -743,16 +747,12 @@ def _cubic_weights(
     """`_taps` (cubic) of each coordinate in `s`, vectorised: weights into `wgt` (4, n) and the
     first tap, local to the window, into `first`; -1 there when a weight is zero or a tap falls
     outside the window (then `_taps` decides)."""
-    a = -0.5
     for j in range(s.size):
         i0 = math.floor(s[j])
         t = s[j] - i0
         nonzero = True
         for k in range(4):
-            x = abs(t - (k - 1))
-            near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-            far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-            v = near if x <= 1.0 else (far if x < 2.0 else 0.0)
+            v = _keys(abs(t - (k - 1)))
             wgt[k, j] = v
             nonzero &= v != 0.0
         local = int(i0) - 1 - origin
