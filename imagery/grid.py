@@ -113,5 +113,5 @@ def tile_anchor(
     usable = [g for g in block_grids if tile_size % g[0] == 0 and tile_size % g[1] == 0]
     if not usable:
         return (0, 0)
-    period_r, period_c, offset_r, offset_c = max(usable, key=lambda g: g[0] * g[1])
+    _, _, offset_r, offset_c = max(usable, key=lambda g: g[0] * g[1])
     return ((offset_r - reach) % tile_size, (offset_c - reach) % tile_size)

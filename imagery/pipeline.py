@@ -44,6 +44,9 @@ FIT_WINDOW_PX = 2048
 #: Pixels handed to the radiometric and change-model fits (a random subsample beyond this): both
 #: fit a few dozen global numbers, which a million pixels pin down (docs/performance.md).
 FIT_MAX_PIXELS = 1_000_000
+#: Pixels a read takes beyond a window's edge: bilinear upsampling of a 20 m band reads one file
+#: pixel past the last centre (windows meant to end on a block edge end this much before it).
+READ_REACH_PX = 1
 #: Rows of the fit window read and composited at a time (see `read_composite_by_strips`).
 FIT_STRIP_ROWS = 256
 
@@ -172,11 +175,10 @@ def plan_run(aoi: AOI | None, before: Sequence[Scene], after: Sequence[Scene], s
 
 def _tile_anchor(scene: Scene, gbox: GeoBox, settings: Settings) -> tuple[int, int]:
     """Tile edges placed on the block grid of the first before scene's files (one granule's bands
-    share their origin), so tiles decode each input block once (`grid.tile_anchor`). The +1: bilinear
-    upsampling of a 20 m band reads one file pixel beyond the window's last centre."""
+    share their origin), so tiles decode each input block once (`grid.tile_anchor`)."""
     grids = [g for band in (*CHANGE_BANDS, "SCL") if band in scene.assets
              if (g := block_grid(scene.assets[band], gbox)) is not None]  # fmt: skip
-    return tile_anchor(grids, settings.tile_size_px, halo_px(settings) + 1)
+    return tile_anchor(grids, settings.tile_size_px, halo_px(settings) + READ_REACH_PX)
 
 
 def _native_geobox(scene: Scene) -> GeoBox:
@@ -270,8 +272,8 @@ def fit_strip_phase(plan: RunPlan, row0: int) -> int:
     window ends on a block boundary of the inputs and each block row is decoded once: the tiles'
     edges lie `halo` + 1 rows above a boundary (`RunPlan.tile_anchor`), a strip's `mask.dilate_px`
     + 1 rows above one (FIT_STRIP_ROWS divides the 512 px block height)."""
-    boundary = plan.tile_anchor[0] + plan.halo + 1
-    return (boundary - plan.settings.mask.dilate_px - 1 - row0) % FIT_STRIP_ROWS
+    boundary = plan.tile_anchor[0] + plan.halo + READ_REACH_PX
+    return (boundary - plan.settings.mask.dilate_px - READ_REACH_PX - row0) % FIT_STRIP_ROWS
 
 
 def align_in_place(
@@ -380,7 +382,6 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
 
 def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
     """Tie points of every tile, in threads (one tile's NIR composites in memory per thread)."""
-
     workers = plan.settings.workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda t: tile_tie_points(plan, source, t), plan.tiles()))

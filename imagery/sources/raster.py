@@ -91,14 +91,19 @@ def block_grid(href: str, gbox: GeoBox) -> tuple[int, int, int, int] | None:
         return None
     try:
         with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, _):
-            at = alignment(src, gbox)
+            at = alignment(src, gbox) if _in_blocks(src, 1) else None
             bh, bw = src.block_shapes[0]
     except RasterioError:
         return None
-    if at is None or min(bh, bw) < MIN_BLOCK_PX:
+    if at is None:
         return None
     period_r, period_c = bh * at.factor, bw * at.factor
     return period_r, period_c, -at.row % period_r, -at.col % period_c
+
+
+def _in_blocks(src: rasterio.io.DatasetReader, band: int) -> bool:
+    """Whether `band` is stored in square-ish blocks (tiled), which DECODED_BLOCKS reads."""
+    return min(src.block_shapes[band - 1]) >= MIN_BLOCK_PX
 
 
 def alignment(src: rasterio.io.DatasetReader, gbox: GeoBox) -> Alignment | None:
@@ -149,7 +154,7 @@ def _read_aligned(
     if r0 >= r1 or c0 >= c1 or inside_r.size == 0 or inside_c.size == 0:
         return np.zeros((ny, nx), src.dtypes[band - 1])
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    if file_key is not None and min(src.block_shapes[band - 1]) >= MIN_BLOCK_PX:
+    if file_key is not None and _in_blocks(src, band):
         data = DECODED_BLOCKS.read(src, file_key, band, window)
     else:
         data = src.read(band, window=window)
