@@ -46,15 +46,26 @@ def median_composite(
 def _median_of_valid_looks(
     stack: np.ndarray, clear: np.ndarray, day: np.ndarray, out: np.ndarray, count: np.ndarray
 ) -> None:  # pragma: no cover - compiled
+    """One pass over the stack, row by row: with three looks the median of three of every pixel
+    and, beside it, which looks have every band finite; then the pixels with fewer valid looks."""
     n_looks, n_bands, ny, nx = stack.shape
     n_days = day.max() + 1
     taken = np.zeros(n_days, np.bool_)
     use = np.empty((n_looks, nx), np.bool_)
+    finite = np.empty((n_looks, nx), np.float32)  # 0 while every band of the look is finite
+    pick = np.empty(n_looks, np.intp)
     buf = np.empty(n_looks, np.float32)
     rest = np.empty(nx, np.intp)
     for y in range(ny):
+        finite[:] = 0
+        for b in range(n_bands):
+            if n_looks == 3:
+                _median_of_three(stack[0, b, y], stack[1, b, y], stack[2, b, y], out[b, y], finite)
+            else:
+                for look in range(n_looks):
+                    _add_nan_of(stack[look, b, y], finite[look])
         for look in range(n_looks):
-            _valid_look(stack[look, :, y], clear[look, y], use[look])
+            _valid_look(clear[look, y], finite[look], use[look])
         if n_days < n_looks:  # one look per day: the first valid granule
             for x in range(nx):
                 taken[:] = False
@@ -70,27 +81,32 @@ def _median_of_valid_looks(
             if not (n_looks == 3 and count[y, x] == 3):
                 rest[n_rest] = x
                 n_rest += 1
-        for b in range(n_bands):
-            row = out[b, y]
-            if n_looks == 3:
-                _median_of_three(stack[0, b, y], stack[1, b, y], stack[2, b, y], row)
-            for x in rest[:n_rest]:
-                m = 0
-                for look in range(n_looks):
-                    if use[look, x]:
-                        buf[m] = stack[look, b, y, x]
-                        m += 1
-                row[x] = _median(buf, m) if m else np.nan
+        for x in rest[:n_rest]:
+            m = 0
+            for look in range(n_looks):
+                if use[look, x]:
+                    pick[m] = look
+                    m += 1
+            for b in range(n_bands):
+                for i in range(m):
+                    buf[i] = stack[pick[i], b, y, x]
+                out[b, y, x] = _median(buf, m) if m else np.nan
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _valid_look(bands: np.ndarray, clear: np.ndarray, use: np.ndarray) -> None:  # pragma: no cover - compiled
-    """use = clear and every band finite, along one row of one look ((bands, x))."""
-    use[:] = clear
-    for b in range(bands.shape[0]):
-        v = bands[b]
-        for x in range(use.size):
-            use[x] &= np.isfinite(v[x])
+def _add_nan_of(values: np.ndarray, finite: np.ndarray) -> None:  # pragma: no cover - compiled
+    """finite += 0 * values: stays 0 where every band added so far is finite, NaN elsewhere."""
+    for x in range(finite.size):
+        finite[x] += values[x] * np.float32(0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _valid_look(
+    clear: np.ndarray, finite: np.ndarray, use: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """use = clear and every band finite (see `_add_nan_of`), along one row of one look."""
+    for x in range(use.size):
+        use[x] = clear[x] and finite[x] == 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -102,11 +118,17 @@ def _add_bool(count: np.ndarray, flag: np.ndarray) -> None:  # pragma: no cover 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _median_of_three(
-    v0: np.ndarray, v1: np.ndarray, v2: np.ndarray, out: np.ndarray
+    v0: np.ndarray, v1: np.ndarray, v2: np.ndarray, out: np.ndarray, finite: np.ndarray
 ) -> None:  # pragma: no cover
-    """out = max(min(v0, v1), min(max(v0, v1), v2)) element by element, as selects (vectorised)."""
+    """out = max(min(v0, v1), min(max(v0, v1), v2)) element by element, as selects (vectorised),
+    and `_add_nan_of` for each of the three looks (finite[0..2]) while their values are at hand."""
+    f0, f1, f2 = finite[0], finite[1], finite[2]
+    zero = np.float32(0)
     for x in range(out.size):
         a, b, c = v0[x], v1[x], v2[x]
+        f0[x] += a * zero
+        f1[x] += b * zero
+        f2[x] += c * zero
         lo = b if b < a else a
         hi = b if b > a else a
         mid = c if c < hi else hi

@@ -165,7 +165,7 @@ def _read_aligned(
     out = np.zeros((ny, nx), data.dtype)
     rs, cs = slice(inside_r[0], inside_r[-1] + 1), slice(inside_c[0], inside_c[-1] + 1)
     if bilinear:
-        out[rs, cs] = _bilinear_upsample(data, data != src_nodata, at, (r0, c0), inside_r, inside_c)
+        _bilinear_upsample(data, src_nodata, at, (r0, c0), inside_r, inside_c, out[rs, cs])
         return out
     # nearest: the window itself (k == 1) or each file pixel repeated k x k times
     values = out[rs, cs]
@@ -197,28 +197,91 @@ def _take(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, out: np.ndarray)
 
 def _bilinear_upsample(
     data: np.ndarray,
-    valid: np.ndarray,
+    src_nodata: float,
     at: Alignment,
     origin: tuple[int, int],
     inside_r: np.ndarray,
     inside_c: np.ndarray,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
     """Bilinear values at the centres of grid pixels `inside_r` x `inside_c` (GeoBox indices) from a
-    file window at `origin` whose pixels are `at.factor` grid pixels wide, as GDAL's warp computes
-    them: no-data neighbours left out of the weights, no data where the pixel under the centre is
-    no data, rounded back to the file's integer type."""
+    file window at `origin` whose pixels are `at.factor` grid pixels wide, into `out`, as GDAL's warp
+    computes them: no-data neighbours left out of the weights, no data where the pixel under the
+    centre is no data, rounded back to the file's integer type."""
     k = at.factor
     pos_r = (at.row + inside_r + 0.5) / k - 0.5 - origin[0]
     pos_c = (at.col + inside_c + 0.5) / k - 0.5 - origin[1]
     # per row and per column once: the upper-left neighbour, its weight's complement, the centre
     r0, c0 = np.floor(pos_r), np.floor(pos_c)
+    valid = data != src_nodata
+    if _exact_in_integers(data.dtype, k) and valid.all():
+        _bilinear_no_gaps(
+            data, *_taps(r0, pos_r - r0, data.shape[0], k), *_taps(c0, pos_c - c0, data.shape[1], k), out
+        )
+        return
     centre_r, centre_c = np.floor(pos_r + 0.5).astype(np.intp), np.floor(pos_c + 0.5).astype(np.intp)
-    out = np.empty((pos_r.size, pos_c.size), data.dtype)
     _bilinear(
         data, valid, r0.astype(np.intp), pos_r - r0, centre_r, c0.astype(np.intp), pos_c - c0, centre_c,
         np.issubdtype(data.dtype, np.integer), out,
     )  # fmt: skip
-    return out
+
+
+def _exact_in_integers(dtype: np.dtype, k: int) -> bool:
+    """Whether `_bilinear_no_gaps` gives `_bilinear`'s values: integer data of at most 16 bits and a
+    power-of-two factor up to 64, so that every weight is a multiple of 1 / (2k)^2 and every
+    weighted sum is exact in float64 and fits in int32."""
+    return np.issubdtype(dtype, np.integer) and dtype.itemsize <= 2 and (k & (k - 1)) == 0 and k <= 64
+
+
+def _taps(
+    first: np.ndarray, frac: np.ndarray, size: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The two file rows (or columns) each output row reads and their weights in units of 1 / (2k),
+    the rows clamped to the window: a neighbour beyond the file then repeats its pair, which gives
+    the value of the warp's weights renormalised over the neighbours inside."""
+    lo, hi = np.clip(first, 0, size - 1).astype(np.intp), np.clip(first + 1, 0, size - 1).astype(np.intp)
+    w_hi = np.rint(frac * 2 * k).astype(np.int32)
+    return lo, hi, 2 * k - w_hi, w_hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear_no_gaps(
+    data: np.ndarray,
+    row_lo: np.ndarray,
+    row_hi: np.ndarray,
+    w_row_lo: np.ndarray,
+    w_row_hi: np.ndarray,
+    col_lo: np.ndarray,
+    col_hi: np.ndarray,
+    w_col_lo: np.ndarray,
+    w_col_hi: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover
+    """`_bilinear` of a window without no data, in integers: each file row interpolated along the
+    output columns once (kept in one of two slots: an output row reads two neighbouring file
+    rows), then each output row from its two file rows (a vectorised pass), rounded half up as
+    `floor(value + 0.5)` is."""
+    unit = (w_row_lo[0] + w_row_hi[0]) * (w_col_lo[0] + w_col_hi[0])  # (2k)^2, the weights' sum
+    shift = 0
+    while (1 << shift) < unit:
+        shift += 1
+    half = np.int32(unit // 2)
+    along = np.empty((2, col_lo.size), np.int32)
+    held = np.full(2, -1, np.intp)  # the file row in each slot
+    for i in range(row_lo.size):
+        for r in (row_lo[i], row_hi[i]):
+            slot = r % 2
+            if held[slot] != r:
+                held[slot] = r
+                values, dst = data[r], along[slot]
+                for j in range(col_lo.size):
+                    left, right = np.int32(values[col_lo[j]]), np.int32(values[col_hi[j]])
+                    dst[j] = w_col_lo[j] * left + w_col_hi[j] * right
+        lo, hi = along[row_lo[i] % 2], along[row_hi[i] % 2]
+        a, b = w_row_lo[i], w_row_hi[i]
+        row = out[i]
+        for j in range(row.size):
+            row[j] = (a * lo[j] + b * hi[j] + half) >> shift
 
 
 @numba.njit(cache=True, nogil=True)
