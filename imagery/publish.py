@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -26,10 +26,10 @@ from imagery.export import (
     write_cog,
     write_json,
 )
-from imagery.grid import pixel_area_m2
+from imagery.grid import Tile, pixel_area_m2
 from imagery.hotspots import HotspotStats, PatchSieve, SeenBefore, attribute_districts, mark_history
 from imagery.layers import write_vector_layers
-from imagery.pipeline import PairModel, RunPlan
+from imagery.pipeline import PairModel, RunPlan, TileResult
 from imagery.priority_grid import GridStats
 from imagery.report import write_report
 from imagery.stageclock import HOTSPOTS, METADATA, MOSAIC, StageClock
@@ -44,7 +44,10 @@ CLASS_DESCRIPTION = (
 
 
 def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Assemble tile files into scratch score/class GeoTIFFs; returns paths and coverage stats."""
+    """Assemble tile files into scratch score/class GeoTIFFs; returns paths and coverage stats.
+
+    The next tile is read (and its coverage counted) in a thread while this one is written: file
+    reads and GDAL writes release the GIL, and memory holds two tiles."""
     from imagery.export import scratch_raster
 
     gbox = plan.grid.geobox()
@@ -54,17 +57,11 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
         scratch_raster(score_path, gbox, "float32", float("nan")) as score_ds,
         scratch_raster(class_path, gbox, "uint8", CLASS_NODATA) as class_ds,
     ):
-        for tile in plan.tiles():
-            result = load_tile(tile_path(tile_dir, tile.name))
-            if result is None:
-                raise RuntimeError(f"tile {tile.name} has no result in {tile_dir}")
+        for tile, result, counts in _read_ahead(tile_dir, plan.tiles()):
             window = Window(tile.col0, tile.row0, tile.width, tile.height)
             score_ds.write(result.score, 1, window=window)
             class_ds.write(result.classes, 1, window=window)
-            ok = result.classes != CLASS_NODATA
-            valid += int(ok.sum())
-            looks_b += int(result.looks_before[ok].sum())
-            looks_a += int(result.looks_after[ok].sum())
+            valid, looks_b, looks_a = valid + counts[0], looks_b + counts[1], looks_a + counts[2]
     total = gbox.shape.x * gbox.shape.y
     coverage = {
         "pixels": total,
@@ -73,6 +70,30 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
         "mean_valid_looks_after": round(looks_a / valid, 2) if valid else 0.0,
     }
     return score_path, class_path, coverage
+
+
+def _read_ahead(
+    tile_dir: Path, tiles: Sequence[Tile]
+) -> Iterator[tuple[Tile, TileResult, tuple[int, int, int]]]:
+    """Each tile with its result and counts (`_load_counted`), in order; the next tile is read in a
+    thread while the caller handles this one."""
+    with ThreadPoolExecutor(1, thread_name_prefix="vigia-tiles") as reader:
+        pending = [reader.submit(_load_counted, tile_dir, tile.name) for tile in tiles[:1]]
+        for index, tile in enumerate(tiles):
+            loaded = pending.pop().result()
+            if index + 1 < len(tiles):
+                pending.append(reader.submit(_load_counted, tile_dir, tiles[index + 1].name))
+            yield tile, *loaded
+
+
+def _load_counted(tile_dir: Path, name: str) -> tuple[TileResult, tuple[int, int, int]]:
+    """A tile's result and its valid pixels and looks before/after summed over them."""
+    result = load_tile(tile_path(tile_dir, name))
+    if result is None:
+        raise RuntimeError(f"tile {name} has no result in {tile_dir}")
+    ok = result.classes != CLASS_NODATA
+    counts = int(ok.sum()), int(result.looks_before[ok].sum()), int(result.looks_after[ok].sum())
+    return result, counts
 
 
 #: GDAL settings while publishing: a bounded block cache (bytes) for the scratch mosaics and COG writes
