@@ -9,18 +9,16 @@ from datetime import date
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio.features
 import shapely
 import shapely.affinity
-from affine import Affine
 from odc.geo.geobox import GeoBox
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from imagery.change import NO_CHANGE
 from imagery.components import StripComponents, strip_bounds
 from imagery.export import CHANGE_CLASSES, MAN_MADE_CLASSES, NATURAL_CLASSES, in_classes
 from imagery.grid import pixel_area_m2
+from imagery.outlines import label_outlines
 
 HOTSPOT_COLUMNS = [
     "id", "change_type", "area_m2", "score_mean", "score_max", "confidence",
@@ -153,10 +151,9 @@ class HotspotStats:
         self.col_sum += np.bincount(label_of, weights=cols, minlength=n)
         self.row_sum += np.bincount(label_of, weights=rows + row0, minlength=n)
         del changed, label_of, score_of, class_of, rows, cols
-        for geom, value in rasterio.features.shapes(
-            hotspots, mask=hotspots > 0, connectivity=8, transform=Affine.translation(0, row0)
-        ):
-            self.pieces.setdefault(int(value), []).append(shape(geom))
+        numbers, polygons = label_outlines(hotspots, row0)
+        for number, polygon in zip(numbers.tolist(), polygons, strict=True):
+            self.pieces.setdefault(number, []).append(polygon)
 
     def outline(self, number: int) -> BaseGeometry:
         """Hotspot `number` as one valid (Multi)Polygon in pixel coordinates, in a canonical form
