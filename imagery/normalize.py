@@ -29,6 +29,9 @@ from pydantic import BaseModel, Field
 
 #: Rows per block of the fused passes (one block per parallel task; block sums added in order).
 BLOCK_PX = 1 << 15
+#: Rows per chunk of the MAD passes: the chunk's columns (float64) and its MADs stay in L1 while
+#: each variate is summed along the rows.
+CHUNK_PX = 256
 #: Histogram bins of the median selection (`_row_medians`).
 MEDIAN_BINS = 1 << 16
 
@@ -326,18 +329,45 @@ def _mad_transform(
     return np.ascontiguousarray(t, dtype=np.float64), np.asarray(mean, np.float64) @ t
 
 
+@numba.njit(cache=True, inline="always")
+def _chunk_columns(xy: np.ndarray, i0: int, count: int, x: np.ndarray) -> None:  # pragma: no cover
+    """Rows i0 .. i0 + count of `xy` as float64 columns: x[j, r] = xy[i0 + r, j]."""
+    for r in range(count):
+        for j in range(xy.shape[1]):
+            x[j, r] = np.float64(xy[i0 + r, j])
+
+
+@numba.njit(cache=True, inline="always")
+def _chunk_mad(
+    x: np.ndarray, count: int, t: np.ndarray, shift: np.ndarray, c: int, d: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """d[r] = -shift[c] + sum over j (in order) of x[j, r] t[j, c]: MAD variate c of a chunk's rows,
+    summed along the rows (vectorised) in the same order as row by row."""
+    for r in range(count):
+        d[r] = -shift[c]
+    for j in range(x.shape[0]):
+        tj = t[j, c]
+        xj = x[j]
+        for r in range(count):
+            d[r] += xj[r] * tj
+
+
 @numba.njit(parallel=True, cache=True)
 def _mads(xy: np.ndarray, t: np.ndarray, shift: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """(p, n) float32 MAD variates ``row @ t - shift`` of the n rows, one contiguous row per variate."""
     n, m = xy.shape
     p = t.shape[1]
     out = np.empty((p, n), np.float32)
-    for i in numba.prange(n):
+    for chunk in numba.prange((n + CHUNK_PX - 1) // CHUNK_PX):
+        i0 = chunk * CHUNK_PX
+        count = min(CHUNK_PX, n - i0)
+        x = np.empty((m, CHUNK_PX))
+        d = np.empty(CHUNK_PX)
+        _chunk_columns(xy, i0, count, x)
         for c in range(p):
-            d = -shift[c]
-            for j in range(m):
-                d += np.float64(xy[i, j]) * t[j, c]
-            out[c, i] = d
+            _chunk_mad(x, count, t, shift, c, d)
+            for r in range(count):
+                out[c, i0 + r] = d[r]
     return out
 
 
@@ -350,23 +380,28 @@ def _mad_chi2(
     n, m = xy.shape
     p = t.shape[1]
     out = np.empty(n, np.float32)
-    for i in numba.prange(n):
-        z = 0.0
+    for chunk in numba.prange((n + CHUNK_PX - 1) // CHUNK_PX):
+        i0 = chunk * CHUNK_PX
+        count = min(CHUNK_PX, n - i0)
+        x = np.empty((m, CHUNK_PX))
+        d = np.empty(CHUNK_PX)
+        z = np.zeros(CHUNK_PX)
+        _chunk_columns(xy, i0, count, x)
         for c in range(p):
-            d = -shift[c]
-            for j in range(m):
-                d += np.float64(xy[i, j]) * t[j, c]
-            z += d * d
-        if sf_dof == 0:
-            out[i] = z
-        else:
-            h = 0.5 * z
-            term = 1.0
-            total = 1.0
-            for k in range(1, sf_dof // 2):
-                term = term * h / k
-                total += term
-            out[i] = np.exp(-h) * total
+            _chunk_mad(x, count, t, shift, c, d)
+            for r in range(count):
+                z[r] += d[r] * d[r]
+        for r in range(count):
+            if sf_dof == 0:
+                out[i0 + r] = z[r]
+            else:
+                h = 0.5 * z[r]
+                term = 1.0
+                total = 1.0
+                for k in range(1, sf_dof // 2):
+                    term = term * h / k
+                    total += term
+                out[i0 + r] = np.exp(-h) * total
     return out
 
 

@@ -8,6 +8,8 @@ from scipy import stats
 
 from imagery.normalize import (
     Normalization,
+    _mad_chi2,
+    _mads,
     _row_medians,
     _weighted_moments,
     apply_normalization,
@@ -134,3 +136,23 @@ def test_fused_passes_match_plain_numpy() -> None:
     z = np.sum(mads * mads, axis=1)
     np.testing.assert_allclose(irmad_chi2(xy, *args, var), z, rtol=1e-5)
     np.testing.assert_allclose(irmad_probability(xy, *args, var), stats.chi2.sf(z, 6), atol=1e-6)
+
+
+def test_mad_passes_sum_in_row_order() -> None:
+    """The chunked MAD passes give the row-by-row float64 sums bit for bit (a partial last chunk)."""
+    rng = np.random.default_rng(7)
+    xy = rng.normal(0.2, 0.1, (1001, 12)).astype(np.float32)
+    t = rng.normal(size=(12, 6))
+    shift = rng.normal(size=6)
+    x64 = xy.astype(np.float64)
+    want = np.empty((6, len(xy)))
+    for c in range(6):
+        d = np.full(len(xy), -shift[c])
+        for j in range(12):
+            d = d + x64[:, j] * t[j, c]  # in j order, as a row-by-row loop adds them
+        want[c] = d
+    np.testing.assert_array_equal(_mads(xy, t, shift), want.astype(np.float32))
+    z = np.zeros(len(xy))
+    for c in range(6):
+        z = z + want[c] * want[c]
+    np.testing.assert_array_equal(_mad_chi2(xy, t, shift, 0), z.astype(np.float32))
