@@ -16,19 +16,29 @@ Method (Canty & Nielsen's IR-MAD used as a no-change detector, then per-band reg
 The sample is one C-contiguous (N, 2p) float32 matrix; each iteration is two fused numba passes
 over it (weighted moments; standardised MADs to no-change probability) with float64 sums per
 block of ``BLOCK_PX`` rows, added in block order, so the result does not depend on the thread
-count and no (N, ...) temporary is made.
+count and no (N, ...) temporary is made. The passes are single-threaded nogil kernels over ranges
+of rows, run by a fit in a pool of one thread per core (numba's OpenMP threads spun between the
+short passes: ~20 % of the fit's CPU) and by a tile on its own thread.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numba
 import numpy as np
 from pydantic import BaseModel, Field
 
-#: Rows per block of the fused passes (one block per parallel task; block sums added in order).
+#: Rows per block of the moments pass (block sums added in block order, whatever the threads).
 BLOCK_PX = 1 << 15
+#: Blocks per task of the threaded passes: a few tasks per thread even out a busy machine.
+TASK_BLOCKS = 4
+#: Rows per task of the threaded row passes.
+TASK_PX = TASK_BLOCKS * BLOCK_PX
 #: Rows per chunk of the MAD passes: the chunk's columns (float64) and its MADs stay in L1 while
 #: each variate is summed along the rows.
 CHUNK_PX = 256
@@ -95,18 +105,22 @@ def _blocks(n: int) -> int:
     return (n + BLOCK_PX - 1) // BLOCK_PX
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def _block_moments(
-    xy: np.ndarray, w: np.ndarray, centre: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per block of rows: sum of w, sum of w v and sum of w v v^T (v = row - centre), float64."""
+    xy: np.ndarray,
+    w: np.ndarray,
+    centre: np.ndarray,
+    first: int,
+    end: int,
+    sw: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """For blocks `first` .. `end` of the rows: sum of w, sum of w v and sum of w v v^T
+    (v = row - centre), float64, into sw[blk], s1[blk] and s2[blk]."""
     n, m = xy.shape
-    nblk = (n + BLOCK_PX - 1) // BLOCK_PX
-    sw = np.zeros(nblk)
-    s1 = np.zeros((nblk, m))
-    s2 = np.zeros((nblk, m, m))
-    for blk in numba.prange(nblk):
-        v = np.empty(m)
+    v = np.empty(m)
+    for blk in range(first, end):
         a1 = np.zeros(m)
         a2 = np.zeros((m, m))
         aw = 0.0
@@ -123,20 +137,55 @@ def _block_moments(
         sw[blk] = aw
         s1[blk] = a1
         s2[blk] = a2
-    return sw, s1, s2
 
 
-def _weighted_moments(xy: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def _weighted_moments(
+    xy: np.ndarray, w: np.ndarray, pool: Executor | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Sum of weights, weighted mean and weighted covariance of the rows, in one fused pass."""
     # shift by a rough centre so the sums of products stay well conditioned
     centre = xy[:: max(1, len(xy) // 4096)].mean(axis=0, dtype=np.float64)
-    bsw, bs1, bs2 = _block_moments(xy, w, centre)
+    n, m = xy.shape
+    nblk = _blocks(n)
+    bsw, bs1, bs2 = np.zeros(nblk), np.zeros((nblk, m)), np.zeros((nblk, m, m))
+
+    def task(b0: int, b1: int) -> None:
+        _block_moments(xy, w, centre, b0, b1, bsw, bs1, bs2)
+
+    _run(pool, task, _ranges(nblk, TASK_BLOCKS))
     sw = float(np.sum(bsw))
     s2 = bs2.sum(axis=0)
     s2 = 0.5 * (s2 + s2.T)
     mean_c = bs1.sum(axis=0) / max(sw, 1e-12)
     cov = s2 / max(sw, 1e-12) - np.outer(mean_c, mean_c)
     return sw, mean_c + centre, cov
+
+
+def _ranges(n: int, step: int) -> list[tuple[int, int]]:
+    """[0, n) cut into ranges of `step`."""
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _run(pool: Executor | None, task: Callable[[int, int], None], ranges: list[tuple[int, int]]) -> None:
+    """task(lo, hi) for each range, in `pool`'s threads (the kernels release the GIL) or, without a
+    pool, on this thread (tiles already run one per thread)."""
+    if pool is None:
+        for lo, hi in ranges:
+            task(lo, hi)
+    else:
+        for _ in pool.map(lambda r: task(*r), ranges):
+            pass
+
+
+@contextmanager
+def _threads() -> Iterator[Executor | None]:
+    """A pool of one thread per core for the passes of a fit (none on one core)."""
+    n = os.cpu_count() or 1
+    if n == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="irmad") as pool:
+        yield pool
 
 
 def _inv_sqrt(c: np.ndarray) -> np.ndarray:
@@ -190,15 +239,16 @@ def irmad_fit(xy: np.ndarray, *, max_iter: int = 20, tol: float = 1e-4) -> tuple
     a = b = np.eye(p)
     rho = np.zeros(p)
     mad_var = np.ones(p)
-    for it in range(1, max_iter + 1):  # noqa: B007
-        _, mean, cov = _weighted_moments(xy, w)
-        rho, a, b = _cca(cov, p)
-        mad_var = _robust_mad_var(xy, mean, a, b, rho)
-        w = irmad_probability(xy, mean, a, b, mad_var)
-        if np.max(np.abs(rho - rho_prev)) < tol:
-            converged = True
-            break
-        rho_prev = rho
+    with _threads() as pool:
+        for it in range(1, max_iter + 1):  # noqa: B007
+            _, mean, cov = _weighted_moments(xy, w, pool)
+            rho, a, b = _cca(cov, p)
+            mad_var = _robust_mad_var(xy, mean, a, b, rho, pool)
+            w = irmad_probability(xy, mean, a, b, mad_var, pool)
+            if np.max(np.abs(rho - rho_prev)) < tol:
+                converged = True
+                break
+            rho_prev = rho
     model = IrMad(
         mean_before=mean[:p].tolist(),
         mean_after=mean[p:].tolist(),
@@ -218,6 +268,7 @@ def _robust_mad_var(
     a: np.ndarray,
     b: np.ndarray,
     rho: np.ndarray,
+    pool: Executor | None = None,
     max_sample: int = 1 << 20,
 ) -> np.ndarray:
     """Robust variance of each MAD variate: (1.4826 x median absolute deviation)^2.
@@ -230,11 +281,11 @@ def _robust_mad_var(
     """
     sub = xy[:: max(1, len(xy) // max_sample)]
     t = np.concatenate([a, -b], axis=0).astype(np.float64)
-    mads = _mads(sub, t, np.asarray(mean, np.float64) @ t)
-    med = _row_medians(mads)
+    mads = _mads(sub, t, np.asarray(mean, np.float64) @ t, pool)
+    med = _row_medians(mads, pool)
     mads -= med[:, None].astype(np.float32)
     np.abs(mads, out=mads)
-    scale = 1.4826 * _row_medians(mads)
+    scale = 1.4826 * _row_medians(mads, pool)
     floor = 1e-6 * np.maximum(2.0 * (1.0 - rho), 1e-12)
     return np.maximum(scale.astype(np.float64) ** 2, floor)
 
@@ -276,48 +327,67 @@ def _middle(x: np.ndarray, lo: float, hi: float, k1: int, k2: int, limit: int) -
     return 0.5 * (np.float64(buf[k1 - below]) + np.float64(buf[k2 - below]))
 
 
-@numba.njit(parallel=True, cache=True)
-def _row_medians(rows: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Exact median of each row of a (p, n) float32 array (the mean of the middle two for even n,
-    as np.median) in three passes: a histogram over the range where a subsample puts the median
-    (the whole range if that misses), then a sort of only the values in the middle ranks' bins."""
-    p, n = rows.shape
-    out = np.empty(p)
+@numba.njit(cache=True, nogil=True)
+def _row_median(x: np.ndarray) -> float:  # pragma: no cover - compiled
+    """Exact median of a float32 row (the mean of the middle two for even n, as np.median) in three
+    passes: a histogram over the range where a subsample puts the median (the whole range if that
+    misses), then a sort of only the values in the middle ranks' bins."""
+    n = len(x)
     k1 = (n - 1) // 2
     k2 = n // 2
-    for r in numba.prange(p):
-        x = rows[r]
-        sub = np.sort(x[:: max(1, n // 4096)])
-        ns = len(sub)
-        lo = np.float64(sub[ns * 2 // 5])
-        hi = np.float64(sub[min(ns - 1, ns * 3 // 5)])
-        m = _middle(x, lo, hi, k1, k2, max(n // 16, 1024)) if lo < hi else np.nan
-        if np.isnan(m):
-            lo = np.float64(x.min())
-            hi = np.float64(x.max())
-            m = lo if lo == hi else _middle(x, lo, hi, k1, k2, n)
-        out[r] = m
+    sub = np.sort(x[:: max(1, n // 4096)])
+    ns = len(sub)
+    lo = np.float64(sub[ns * 2 // 5])
+    hi = np.float64(sub[min(ns - 1, ns * 3 // 5)])
+    m = _middle(x, lo, hi, k1, k2, max(n // 16, 1024)) if lo < hi else np.nan
+    if np.isnan(m):
+        lo = np.float64(x.min())
+        hi = np.float64(x.max())
+        m = lo if lo == hi else _middle(x, lo, hi, k1, k2, n)
+    return m
+
+
+def _row_medians(rows: np.ndarray, pool: Executor | None = None) -> np.ndarray:
+    """Exact median of each row of a (p, n) float32 array (`_row_median`), rows in `pool`'s threads."""
+    out = np.empty(rows.shape[0])
+
+    def task(r0: int, r1: int) -> None:
+        for r in range(r0, r1):
+            out[r] = _row_median(rows[r])
+
+    _run(pool, task, _ranges(len(out), 1))
     return out
 
 
 def irmad_chi2(
-    xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
+    xy: np.ndarray,
+    mean: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    mad_var: np.ndarray,
+    pool: Executor | None = None,
 ) -> np.ndarray:
-    """Standardised MAD chi-square statistic of each row of an (N, 2p) matrix (float32)."""
+    """Standardised MAD chi-square statistic of each row of an (N, 2p) matrix (float32); rows in
+    `pool`'s threads, else on the calling thread."""
     # MAD = A^T (x - mx) - B^T (y - my) = [A; -B]^T (xy - mean), scaled by 1/sigma
     t, shift = _mad_transform(mean, a, b, mad_var)
-    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, 0)
+    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, 0, pool)
 
 
 def irmad_probability(
-    xy: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndarray, mad_var: np.ndarray
+    xy: np.ndarray,
+    mean: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    mad_var: np.ndarray,
+    pool: Executor | None = None,
 ) -> np.ndarray:
     """No-change probability of each row: chi-square survival of its standardised MADs."""
     dof = a.shape[0]
     if dof % 2:
-        return chi2_sf(irmad_chi2(xy, mean, a, b, mad_var), dof)
+        return chi2_sf(irmad_chi2(xy, mean, a, b, mad_var, pool), dof)
     t, shift = _mad_transform(mean, a, b, mad_var)
-    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, dof)
+    return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, dof, pool)
 
 
 def _mad_transform(
@@ -352,42 +422,44 @@ def _chunk_mad(
             d[r] += xj[r] * tj
 
 
-@numba.njit(parallel=True, cache=True)
-def _mads(xy: np.ndarray, t: np.ndarray, shift: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """(p, n) float32 MAD variates ``row @ t - shift`` of the n rows, one contiguous row per variate."""
-    n, m = xy.shape
-    p = t.shape[1]
-    out = np.empty((p, n), np.float32)
-    for chunk in numba.prange((n + CHUNK_PX - 1) // CHUNK_PX):
-        i0 = chunk * CHUNK_PX
-        count = min(CHUNK_PX, n - i0)
-        x = np.empty((m, CHUNK_PX))
-        d = np.empty(CHUNK_PX)
+@numba.njit(cache=True, nogil=True)
+def _mads_rows(
+    xy: np.ndarray, t: np.ndarray, shift: np.ndarray, lo: int, hi: int, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out[:, lo:hi] = MAD variates ``row @ t - shift`` of rows lo .. hi (lo a multiple of CHUNK_PX)."""
+    m = xy.shape[1]
+    x = np.empty((m, CHUNK_PX))
+    d = np.empty(CHUNK_PX)
+    for i0 in range(lo, hi, CHUNK_PX):
+        count = min(CHUNK_PX, hi - i0)
         _chunk_columns(xy, i0, count, x)
-        for c in range(p):
+        for c in range(t.shape[1]):
             _chunk_mad(x, count, t, shift, c, d)
             for r in range(count):
                 out[c, i0 + r] = d[r]
+
+
+def _mads(xy: np.ndarray, t: np.ndarray, shift: np.ndarray, pool: Executor | None = None) -> np.ndarray:
+    """(p, n) float32 MAD variates ``row @ t - shift`` of the n rows, one contiguous row per variate."""
+    out = np.empty((t.shape[1], len(xy)), np.float32)
+    _run(pool, lambda lo, hi: _mads_rows(xy, t, shift, lo, hi, out), _ranges(len(xy), TASK_PX))
     return out
 
 
-@numba.njit(parallel=True, cache=True)
-def _mad_chi2(
-    xy: np.ndarray, t: np.ndarray, shift: np.ndarray, sf_dof: int
-) -> np.ndarray:  # pragma: no cover
-    """Per row, the sum of squared standardised MADs (``sf_dof`` 0) or, for an even ``sf_dof``,
-    its chi-square survival with that many degrees of freedom (see `chi2_sf_even`); float32."""
-    n, m = xy.shape
-    p = t.shape[1]
-    out = np.empty(n, np.float32)
-    for chunk in numba.prange((n + CHUNK_PX - 1) // CHUNK_PX):
-        i0 = chunk * CHUNK_PX
-        count = min(CHUNK_PX, n - i0)
-        x = np.empty((m, CHUNK_PX))
-        d = np.empty(CHUNK_PX)
-        z = np.zeros(CHUNK_PX)
+@numba.njit(cache=True, nogil=True)
+def _mad_chi2_rows(
+    xy: np.ndarray, t: np.ndarray, shift: np.ndarray, sf_dof: int, lo: int, hi: int, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """`_mad_chi2` of rows lo .. hi (lo a multiple of CHUNK_PX) into out[lo:hi]."""
+    m = xy.shape[1]
+    x = np.empty((m, CHUNK_PX))
+    d = np.empty(CHUNK_PX)
+    z = np.empty(CHUNK_PX)
+    for i0 in range(lo, hi, CHUNK_PX):
+        count = min(CHUNK_PX, hi - i0)
         _chunk_columns(xy, i0, count, x)
-        for c in range(p):
+        z[:] = 0.0
+        for c in range(t.shape[1]):
             _chunk_mad(x, count, t, shift, c, d)
             for r in range(count):
                 z[r] += d[r] * d[r]
@@ -402,6 +474,15 @@ def _mad_chi2(
                     term = term * h / k
                     total += term
                 out[i0 + r] = np.exp(-h) * total
+
+
+def _mad_chi2(
+    xy: np.ndarray, t: np.ndarray, shift: np.ndarray, sf_dof: int, pool: Executor | None = None
+) -> np.ndarray:
+    """Per row, the sum of squared standardised MADs (``sf_dof`` 0) or, for an even ``sf_dof``,
+    its chi-square survival with that many degrees of freedom (see `chi2_sf_even`); float32."""
+    out = np.empty(len(xy), np.float32)
+    _run(pool, lambda lo, hi: _mad_chi2_rows(xy, t, shift, sf_dof, lo, hi, out), _ranges(len(xy), TASK_PX))
     return out
 
 
