@@ -8,6 +8,7 @@ a fused numba resampler. Pure numpy in, numpy/pydantic out; no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -105,16 +106,21 @@ def _hann(n: int) -> F32:
 
 
 def _prepare(stack: F32, taper: F32) -> tuple[F32, F32]:
-    """De-mean each window over its valid pixels, zero invalid ones, taper; also valid fraction."""
+    """De-mean each window over its valid pixels, zero invalid ones, taper (in place: `stack` is
+    the caller's scratch); also the valid fraction."""
+    size = stack.shape[1] * stack.shape[2]
     valid = np.isfinite(stack)
-    nvalid = valid.sum(axis=(1, 2), dtype=np.float32)
-    filled = np.where(valid, stack, np.float32(0))
-    mean = filled.sum(axis=(1, 2), dtype=np.float32) / np.maximum(nvalid, 1)
-    filled -= mean[:, None, None]
-    filled[~valid] = 0
-    filled *= taper
-    frac = (nvalid / np.float32(stack.shape[1] * stack.shape[2])).astype(np.float32)
-    return filled, frac
+    nvalid = np.count_nonzero(valid, axis=(1, 2)).astype(np.float32)  # exact: counts < 2**24
+    whole = bool((nvalid == size).all())
+    if not whole:
+        np.copyto(stack, np.float32(0), where=~valid)
+    mean = stack.sum(axis=(1, 2), dtype=np.float32) / np.maximum(nvalid, 1)
+    if whole:
+        stack -= mean[:, None, None]
+    else:
+        np.subtract(stack, mean[:, None, None], out=stack, where=valid)  # invalid pixels stay 0
+    stack *= taper
+    return stack, (nvalid / np.float32(size)).astype(np.float32)
 
 
 def _freq_weight(n: int, max_freq: float) -> F32:
@@ -152,6 +158,18 @@ class Passband:
     def take(self, cp: C64) -> C64:
         """The band's part of a stack of rfft2 spectra."""
         return np.ascontiguousarray(cp[:, self.rows, : self.cols])
+
+
+@functools.lru_cache(maxsize=8)
+def _filters(n: int, max_freq: float) -> tuple[F32, F32, Passband, float]:
+    """What matching n px windows needs besides the windows, made once per size (read-only): the
+    taper, the low-pass weight, its pass band and the correlation norm of a perfect match."""
+    taper = _hann(n)
+    weight = _freq_weight(n, max_freq)
+    full = weight.copy()
+    full[:, 1 : (n + 1) // 2] *= 2  # Hermitian half: interior columns count twice
+    taper.flags.writeable = weight.flags.writeable = False
+    return taper, weight, Passband.of(weight), float(full.sum())
 
 
 def _cross_power(ref_f: C64, tgt: F32, weight: F32) -> C64:
@@ -208,16 +226,18 @@ def _dft_kernels(
     return ey, ex, ys, xs
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def _matrix_dft(cp: np.ndarray, ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
     """Re(ey[k] @ cp[k] @ ex[k]) per window: the correlation surface on a sub-pixel grid.
 
-    A numba loop, not BLAS: these products are tiny and threaded BLAS thrashes on a busy host.
+    A numba loop, not BLAS: these products are tiny and threaded BLAS thrashes on a busy host; on
+    the calling thread (tiles are matched one per thread; numba's OpenMP threads spun between the
+    short calls, ten times the work's CPU).
     """
     nk, nu, nv = cp.shape
     m = ey.shape[1]
     surf = np.empty((nk, m, m), np.float32)
-    for k in numba.prange(nk):
+    for k in range(nk):
         t = np.zeros((m, nv), np.complex64)
         for a in range(m):
             for u in range(nu):
@@ -300,11 +320,7 @@ def _match_batch(
     opts: MatchOptions,
 ) -> tuple[np.ndarray, ...]:
     """Match one batch of windows: (dy, dx, peak, psr, ok) per window."""
-    taper = _hann(n)
-    weight = _freq_weight(n, opts.max_freq)
-    full = weight.copy()
-    full[:, 1 : (n + 1) // 2] *= 2  # Hermitian half: interior columns count twice
-    norm = float(full.sum())
+    taper, weight, band, norm = _filters(n, opts.max_freq)
     ref_w, ref_frac = _prepare(_extract(ref, tops, lefts, n), taper)
     ref_f = scipy.fft.rfft2(ref_w, workers=-1)
     tgt_w, tgt_frac = _prepare(_extract(tgt, tops, lefts, n), taper)
@@ -318,7 +334,6 @@ def _match_batch(
         tgt_m, frac_m = _prepare(_extract(tgt, tops[moved] + ir[moved], lefts[moved] + ic[moved], n), taper)
         cp[moved] = _cross_power(ref_f[moved], tgt_m, weight)
         tgt_frac[moved] = frac_m
-    band = Passband.of(weight)
     cp = band.take(cp)
     zeros = np.zeros(len(tops))
     r1, c1, _ = _subpixel_peak(cp, band, zeros, zeros, half=0.6, m=9, norm=norm)

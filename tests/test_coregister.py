@@ -15,6 +15,8 @@ from imagery.coregister import (
     ShiftModel,
     WindowGrid,
     _freq_weight,
+    _hann,
+    _prepare,
     _subpixel_peak,
     apply_shift,
     estimate_shift,
@@ -130,6 +132,26 @@ def test_subpixel_peak_over_the_passband_equals_the_whole_spectrum() -> None:
     want = _subpixel_peak(cp, whole, centre, -centre, half=0.6, m=9, norm=100.0)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_prepare_equals_the_masked_formula() -> None:
+    """Windows de-meaned over their valid pixels, invalid ones zero, tapered: the plain numpy
+    formula bit for bit, with and without NaN in the batch."""
+    rng = np.random.default_rng(8)
+    taper = _hann(32)
+    for nan_share in (0.0, 0.2):
+        stack = rng.normal(2000, 300, (4, 32, 32)).astype(np.float32)
+        stack[rng.random(stack.shape) < nan_share] = np.nan
+        stack[3] = np.nan  # a window without a valid pixel
+        valid = np.isfinite(stack)
+        count = valid.sum(axis=(1, 2), dtype=np.float32)
+        filled = np.where(valid, stack, np.float32(0))
+        want = filled - (filled.sum(axis=(1, 2), dtype=np.float32) / np.maximum(count, 1))[:, None, None]
+        want[~valid] = 0
+        want *= taper
+        got, frac = _prepare(stack.copy(), taper)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(frac, count / np.float32(32 * 32))
 
 
 def test_windows_near_nodata_and_outside_overlap() -> None:
