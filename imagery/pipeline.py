@@ -382,38 +382,51 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
 
 def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
     """Tie points of every tile, in threads (one tile's NIR composites in memory per thread)."""
-    workers = plan.settings.workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=_fit_threads(plan)) as pool:
         return list(pool.map(lambda t: tile_tie_points(plan, source, t), plan.tiles()))
+
+
+def _fit_threads(plan: RunPlan) -> int:
+    return plan.settings.workers or os.cpu_count() or 1
 
 
 def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None) -> PairModel:
     """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
-    model once for the pair; `clock` collects the seconds per stage."""
+    model once for the pair; `clock` collects the seconds per stage.
+
+    The fit window's two periods and the tiles' tie points are read in one pool (periods first),
+    so a thread that finishes its period starts on the tiles: the READ stage ends when both window
+    composites are in (tie points of some tiles included), COREG covers the tiles still running."""
     clock = clock or StageClock()
     gbox, origin = _fit_window(plan.grid.geobox())
-    with clock.stage(READ), ThreadPoolExecutor(max_workers=2) as pool:  # one period per thread
-        phase = fit_strip_phase(plan, origin[0])
-        before, after = pool.map(
-            lambda scenes: read_composite_by_strips(source, scenes, gbox, plan.settings, phase=phase),
-            (plan.before, plan.after),
-        )
-    if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
-        raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
     params = plan.settings
     coreg = params.coregistration
     shift = ShiftField()
-    if coreg.enabled:
-        with clock.stage(COREG):
-            points = tie_points_by_tile(plan, source)
-            shift = fit_shift_field(points, coreg)
-            if shift.global_model.method == "none":
-                # Too few tie points in the whole run: one large window on the central composite.
-                central = coregister.estimate_shift(
-                    before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
-                )
-                shift = fit_shift_field(points, coreg, fallback=central)
-            align_in_place(shift, after.bands, origin, plan.halo)
+    pool = ThreadPoolExecutor(max_workers=max(2, _fit_threads(plan)))
+    try:
+        with clock.stage(READ):
+            phase = fit_strip_phase(plan, origin[0])
+            periods = [
+                pool.submit(read_composite_by_strips, source, scenes, gbox, params, phase=phase)
+                for scenes in (plan.before, plan.after)
+            ]
+            tiles = [pool.submit(tile_tie_points, plan, source, t) for t in plan.tiles() if coreg.enabled]
+            before, after = (f.result() for f in periods)
+        if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
+            raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
+        if coreg.enabled:
+            with clock.stage(COREG):
+                points = [f.result() for f in tiles]
+                shift = fit_shift_field(points, coreg)
+                if shift.global_model.method == "none":
+                    # Too few tie points in the whole run: one large window on the central composite.
+                    central = coregister.estimate_shift(
+                        before.bands[COREG_BAND], after.bands[COREG_BAND], coreg, origin=origin
+                    )
+                    shift = fit_shift_field(points, coreg, fallback=central)
+                align_in_place(shift, after.bands, origin, plan.halo)
+    finally:
+        pool.shutdown(cancel_futures=True)  # on an error, the tiles not started yet are dropped
     with clock.stage(CHANGE):
         b, a = _sample_pixels(before.bands, after.bands)
         del before, after  # the window composites: only the sample is used from here on
