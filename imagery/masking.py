@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from imagery.config import MaskParams
-from imagery.morphology import dilate, half_widths
+from imagery.morphology import erode, half_widths
 
 
 def valid_mask(spectral: np.ndarray, scl: np.ndarray | None, params: MaskParams) -> np.ndarray:
@@ -20,14 +20,17 @@ def valid_mask(spectral: np.ndarray, scl: np.ndarray | None, params: MaskParams)
     return valid & clear_of_flags(scl, params)
 
 
-def clear_of_flags(scl: np.ndarray, params: MaskParams) -> np.ndarray:
-    """True where SCL is not a masked class, the flagged area dilated by `dilate_px` (a disk)."""
-    masked = np.zeros(256, np.bool_)
-    masked[np.asarray(params.scl_classes, dtype=np.uint8)] = True
-    flagged = masked[np.asarray(scl, np.uint8)]
-    if params.dilate_px > 0 and flagged.any():
-        return ~dilate(flagged, half_widths(_disk(params.dilate_px)))
-    return ~flagged
+def clear_of_flags(scl: np.ndarray, params: MaskParams, out: np.ndarray | None = None) -> np.ndarray:
+    """True where SCL is not a masked class, the flagged area dilated by `dilate_px` (a disk), into
+    `out` when given (C-contiguous bool, scl's shape): the clear pixels eroded, which is the same."""
+    clear = np.ones(256, np.bool_)
+    clear[np.asarray(params.scl_classes, dtype=np.uint8)] = False
+    if out is None:
+        out = np.empty(np.shape(scl), np.bool_)
+    np.take(clear, np.asarray(scl, np.uint8), out=out, mode="clip")  # mode "raise" would buffer out
+    if params.dilate_px > 0:
+        erode(out, half_widths(_disk(params.dilate_px)), out=out)
+    return out
 
 
 def _disk(radius: int) -> np.ndarray:

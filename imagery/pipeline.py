@@ -308,7 +308,7 @@ def read_look(
     shape = (gbox.shape.y, gbox.shape.x)
     sky = np.empty(shape, np.bool_) if clear is None else clear
     if scene.has_scl:
-        sky[...] = clear_of_flags(source.read(scene, ["SCL"], gbox)["SCL"], mask)
+        clear_of_flags(source.read(scene, ["SCL"], gbox)["SCL"], mask, out=sky)
         n_clear = np.count_nonzero(sky)
         if n_clear == 0 or n_clear / sky.size < mask.min_valid_share:
             return None

@@ -28,3 +28,20 @@ def test_dilation_and_erosion_equal_scipy_for_disks_and_squares() -> None:
 def test_half_widths_of_a_disk() -> None:
     assert half_widths(_disk(3, 0)).tolist() == [0, 2, 2, 3, 2, 2, 0]
     assert half_widths(np.ones((3, 3), bool)).tolist() == [1, 1, 1]
+
+
+def test_sparse_masks_with_empty_rows_and_in_place_results_equal_scipy() -> None:
+    mask = np.zeros((60, 80), bool)
+    mask[0, 79] = mask[59, 40] = mask[31, 2] = True  # lone pixels on the edges, rows left empty
+    mask[20:24, 10:14] = mask[20, 70:80] = True
+    for structure in (_disk(1, 0), _disk(3, 0), np.ones((5, 5), bool)):
+        half = half_widths(structure)
+        for image in (mask, ~mask):
+            expected = ndimage.binary_dilation(image, structure)
+            np.testing.assert_array_equal(dilate(image, half), expected)
+            in_place = image.copy()
+            assert dilate(in_place, half, out=in_place) is in_place
+            np.testing.assert_array_equal(in_place, expected)
+            expected = ndimage.binary_erosion(image, structure, border_value=1)
+            in_place = image.copy()
+            np.testing.assert_array_equal(erode(in_place, half, out=in_place), expected)
