@@ -674,9 +674,37 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     out[man & ~cleaned] = NO_CHANGE
     added = cleaned & ~man
     if added.any():
-        typed = np.where(man, classes, 0)
-        idx = ndimage.distance_transform_edt(~man, return_distances=False, return_indices=True)
-        out[added] = typed[idx[0][added], idx[1][added]]
+        # an added pixel lies in the closing's disk around a man-made pixel, so its nearest
+        # man-made pixel is less than close_radius_px + 1 away
+        out[added] = _nearest_type(classes, man, added, dp.close_radius_px + 1)[added]
+    return out
+
+
+#: Edge (px) of the blocks `_nearest_type` runs the distance transform on.
+_NEAREST_BLOCK_PX = 64
+
+
+def _nearest_type(classes: np.ndarray, source: np.ndarray, wanted: np.ndarray, reach: int) -> np.ndarray:
+    """The class of the nearest `source` pixel (scipy's Euclidean feature transform) at every
+    `wanted` pixel, for wanted pixels whose nearest source pixel is less than `reach` px away.
+
+    The transform runs only on the blocks holding wanted pixels, each with `reach` px of context
+    (the whole tile's transform cost more than the rest of the typing); 0 elsewhere."""
+    out = np.zeros_like(classes)
+    height, width = source.shape
+    step = _NEAREST_BLOCK_PX
+    rows, cols = np.nonzero(wanted)
+    for block in np.unique((rows // step) * width + cols // step):
+        r0, c0 = int(block // width) * step, int(block % width) * step
+        r1, c1 = min(r0 + step, height), min(c0 + step, width)
+        y0, x0 = max(r0 - reach, 0), max(c0 - reach, 0)
+        near = ndimage.distance_transform_edt(
+            ~source[y0 : min(r1 + reach, height), x0 : min(c1 + reach, width)],
+            return_distances=False, return_indices=True,
+        )  # fmt: skip
+        ny = near[0][r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] + y0
+        nx = near[1][r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] + x0
+        out[r0:r1, c0:c1] = classes[ny, nx]
     return out
 
 

@@ -195,6 +195,30 @@ def test_man_made_cleanup_removes_isolated_pixels() -> None:
     assert (classes[21:29, 21:29] == BUILT_GAIN).all()
 
 
+@pytest.mark.parametrize("close_radius", [1, 2])
+def test_man_made_cleanup_types_filled_pixels_as_a_whole_tile_transform_does(close_radius: int) -> None:
+    """Pixels the closing adds take the nearest man-made pixel's type; the transform runs on
+    blocks around them only, with the same result as on the whole tile (ties included)."""
+    from scipy import ndimage
+
+    from imagery.change import _clean_man_made
+
+    rng = np.random.default_rng(close_radius)
+    dp = DetectorParams(open_radius_px=0, close_radius_px=close_radius)
+    for density in (0.05, 0.25):
+        classes = np.zeros((150, 203), np.uint8)  # not a whole number of 64 px blocks
+        spots = rng.random(classes.shape) < density
+        classes[spots] = rng.choice(np.array([*MAN_MADE_CLASSES, VEGETATION_GAIN], np.uint8), spots.sum())
+        man = np.isin(classes, MAN_MADE_CLASSES)
+        cleaned = _clean_man_made(classes, dp)
+        added = np.isin(cleaned, MAN_MADE_CLASSES) & ~man
+        assert added.sum() > 50
+        iy, ix = ndimage.distance_transform_edt(~man, return_distances=False, return_indices=True)
+        expected = classes.copy()
+        expected[added] = classes[iy[added], ix[added]]
+        np.testing.assert_array_equal(cleaned, expected)
+
+
 def test_min_mapping_unit_drops_small_man_made_patches_only() -> None:
     c = np.zeros((40, 40), np.uint8)
     c[2:5, 2:5] = BUILT_GAIN  # 9 px
