@@ -94,10 +94,11 @@ def _valid_pairs(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     b = before.reshape(p, -1)
     a = after.reshape(p, -1)
     ok = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)
+    pick = slice(None) if ok.all() else ok  # a sample of valid pixels is taken whole
     xy = np.empty((int(ok.sum()), 2 * p), np.float32)
     for k in range(p):
-        xy[:, k] = b[k, ok]
-        xy[:, p + k] = a[k, ok]
+        xy[:, k] = b[k, pick]
+        xy[:, p + k] = a[k, pick]
     return xy
 
 

@@ -47,8 +47,10 @@ FIT_MAX_PIXELS = 1_000_000
 #: Pixels a read takes beyond a window's edge: bilinear upsampling of a 20 m band reads one file
 #: pixel past the last centre (windows meant to end on a block edge end this much before it).
 READ_REACH_PX = 1
-#: Rows of the fit window read and composited at a time (see `read_composite_by_strips`).
-FIT_STRIP_ROWS = 256
+#: Rows of the fit window read and composited at a time (see `read_composite_by_strips`): one block
+#: row of the inputs (512 px blocks), so each block is decoded once whatever the block store keeps
+#: (the two periods, read at once, decode ~90 MB of blocks per block row: more than it keeps whole).
+FIT_STRIP_ROWS = 512
 
 
 class GridSpec(BaseModel):
@@ -271,7 +273,7 @@ def fit_strip_phase(plan: RunPlan, row0: int) -> int:
     """Where the fit window's strips (it starts at grid row `row0`) end, so that each strip's padded
     window ends on a block boundary of the inputs and each block row is decoded once: the tiles'
     edges lie `halo` + 1 rows above a boundary (`RunPlan.tile_anchor`), a strip's `mask.dilate_px`
-    + 1 rows above one (FIT_STRIP_ROWS divides the 512 px block height)."""
+    + 1 rows above one (FIT_STRIP_ROWS is the inputs' 512 px block height)."""
     boundary = plan.tile_anchor[0] + plan.halo + READ_REACH_PX
     return (boundary - plan.settings.mask.dilate_px - READ_REACH_PX - row0) % FIT_STRIP_ROWS
 
