@@ -13,6 +13,8 @@ import numba
 import numpy as np
 import shapely
 
+from imagery.components import run_components, runs
+
 #: Direction steps (x = column, y = row, rows downwards): east, south, west, north.
 _DX = np.array([1, 0, -1, 0], np.int64)
 _DY = np.array([0, 1, 0, -1], np.int64)
@@ -60,8 +62,8 @@ def _trace_rings(
     (row, col) of the inside pixel below each ring's first edge (rings start at their first top
     edge in raster order) and the 4-connected component each ring bounds (a number per strip)."""
     h, w = inside.shape
-    run_c0, run_c1, row_first = _runs(inside)
-    component = _run_components(run_c0, run_c1, row_first)
+    run_c0, run_c1, row_first = runs(inside)
+    component = run_components(run_c0, run_c1, row_first, False)
     seen = np.zeros((h, w), np.bool_)
     coords = np.empty((1024, 2), np.float64)
     n = 0
@@ -107,57 +109,6 @@ def _trace_rings(
         start[i, 1] = start_cols[i + 1]
         out_components[i] = ring_components[i + 1]
     return coords[:n].copy(), out_ends, start, out_components
-
-
-@numba.njit(cache=True, nogil=True)
-def _runs(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover
-    """The runs of inside pixels, row by row: first and end column of each, and the index of
-    each row's first run (one more entry for the end)."""
-    h, w = inside.shape
-    c0s, c1s = [0], [0]
-    row_first = np.empty(h + 1, np.int64)
-    for r in range(h):
-        row_first[r] = len(c0s) - 1
-        c = 0
-        while c < w:
-            if inside[r, c]:
-                c0 = c
-                while c < w and inside[r, c]:
-                    c += 1
-                c0s.append(c0)
-                c1s.append(c)
-            c += 1
-    row_first[h] = len(c0s) - 1
-    return np.array(c0s[1:], np.int64), np.array(c1s[1:], np.int64), row_first
-
-
-@numba.njit(cache=True, nogil=True)
-def _run_components(c0: np.ndarray, c1: np.ndarray, row_first: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """The 4-connected component of each run (the index of one run of it): runs of consecutive
-    rows that share a column are joined (union-find)."""
-    parent = np.arange(c0.size)
-    for r in range(1, row_first.size - 1):
-        i, j = row_first[r - 1], row_first[r]
-        while i < row_first[r] and j < row_first[r + 1]:
-            if max(c0[i], c0[j]) < min(c1[i], c1[j]):
-                a, b = _root(parent, i), _root(parent, j)
-                parent[max(a, b)] = min(a, b)
-            if c1[i] < c1[j]:
-                i += 1
-            else:
-                j += 1
-    for k in range(c0.size):
-        parent[k] = _root(parent, k)
-    return parent
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _root(parent: np.ndarray, k: int) -> int:  # pragma: no cover
-    """The root of run `k` in the union-find forest, halving the path on the way."""
-    while parent[k] != k:
-        parent[k] = parent[parent[k]]
-        k = parent[k]
-    return k
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

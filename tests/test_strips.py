@@ -13,7 +13,7 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from scipy import ndimage
 
-from imagery.components import StripComponents, strip_bounds
+from imagery.components import StripComponents, label, strip_bounds
 from imagery.export import CLASS_NODATA, scratch_raster
 from imagery.hotspots import extract_hotspots, remove_small_patches
 from imagery.priority_grid import priority_grid
@@ -137,3 +137,17 @@ def test_in_memory_strips_equal_whole_grid() -> None:
     ga = priority_grid(whole, score, gbox, a)
     gb = priority_grid(whole, score, gbox, b, strip_rows=STRIP)
     assert ga.to_wkt().equals(gb.to_wkt())
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_label_numbers_components_as_scipy_does(connectivity: int) -> None:
+    # Strips are labelled by runs joined with union-find; numbers and sizes must be scipy's.
+    rng = np.random.default_rng(connectivity)
+    structure = EIGHT if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
+    for _ in range(100):
+        mask = rng.random(rng.integers(0, 40, 2)) < rng.uniform(0.1, 0.9)
+        expected, n = ndimage.label(mask, structure=structure)
+        labels, sizes = label(mask, connectivity)
+        assert labels.dtype == np.int32 and np.array_equal(labels, expected)
+        np.testing.assert_array_equal(sizes[1:], np.bincount(expected.ravel(), minlength=n + 1)[1:])
+        assert sizes.size == n + 1 and sizes[0] == 0
