@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 
 import geopandas as gpd
+import numba
 import numpy as np
 import pandas as pd
 import shapely
@@ -83,11 +84,29 @@ class PatchSieve:
             if not drop.any() and (hotspot is None or component.size == 1):
                 continue  # no small patch to sieve and no hotspot pixel to number
             pieces = parts.pieces(index, in_classes(classes, group))
-            if drop.any():
-                classes[drop[pieces]] = NO_CHANGE
-            if hotspot is not None:
-                numbers = hotspot[pieces]
+            if hotspot is None:
+                _sieve_pieces(classes, pieces, drop, np.zeros(0, np.int32), np.zeros((0, 0), np.int32))
+            else:
+                numbers = np.zeros(classes.shape, np.int32)
+                _sieve_pieces(classes, pieces, drop, hotspot, numbers)
         return np.zeros(classes.shape, np.int32) if numbers is None else numbers
+
+
+@numba.njit(cache=True, nogil=True)
+def _sieve_pieces(
+    classes: np.ndarray, pieces: np.ndarray, drop: np.ndarray, hotspot: np.ndarray, numbers: np.ndarray
+) -> None:  # pragma: no cover
+    """Set the pixels of the pieces to `drop` to no change in `classes`, and, when `numbers` is not
+    empty, write each piece's hotspot number into it (one pass over the strip's piece labels)."""
+    number = numbers.size > 0
+    for y in range(pieces.shape[0]):
+        for x in range(pieces.shape[1]):
+            piece = pieces[y, x]
+            if piece:
+                if drop[piece]:
+                    classes[y, x] = NO_CHANGE
+                if number:
+                    numbers[y, x] = hotspot[piece]
 
 
 def remove_small_patches(

@@ -59,8 +59,9 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
     ):
         for tile, result, counts in _read_ahead(tile_dir, plan.tiles()):
             window = Window(tile.col0, tile.row0, tile.width, tile.height)
-            score_ds.write(result.score, 1, window=window)
-            class_ds.write(result.classes, 1, window=window)
+            # As one-band 3-D views: given a 2-D array, rasterio copies it into a new 3-D one first.
+            score_ds.write(result.score[np.newaxis], [1], window=window)
+            class_ds.write(result.classes[np.newaxis], [1], window=window)
             valid, looks_b, looks_a = valid + counts[0], looks_b + counts[1], looks_a + counts[2]
     total = gbox.shape.x * gbox.shape.y
     coverage = {
@@ -251,7 +252,7 @@ def summarise_patches(
             window = Window(0, row0, class_ds.width, row1 - row0)
             classes = class_ds.read(1, window=window)
             in_hotspot = patches.apply(index, classes)
-            class_ds.write(classes, 1, window=window)
+            class_ds.write(classes[np.newaxis], [1], window=window)
             score = score_ds.read(1, window=window)
             spots.add(row0, in_hotspot, classes, score)
             grid.add(row0, classes, score)
