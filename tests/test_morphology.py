@@ -34,9 +34,9 @@ def test_sparse_masks_with_empty_rows_and_in_place_results_equal_scipy() -> None
     mask = np.zeros((60, 80), bool)
     mask[0, 79] = mask[59, 40] = mask[31, 2] = True  # lone pixels on the edges, rows left empty
     mask[20:24, 10:14] = mask[20, 70:80] = True
-    for structure in (_disk(1, 0), _disk(3, 0), np.ones((5, 5), bool)):
+    for structure in (_disk(1, 0), _disk(3, 0), _disk(9, 0), np.ones((5, 5), bool)):
         half = half_widths(structure)
-        for image in (mask, ~mask):
+        for image in (mask, ~mask, np.random.default_rng(4).random(mask.shape) < 0.5):
             expected = ndimage.binary_dilation(image, structure)
             np.testing.assert_array_equal(dilate(image, half), expected)
             in_place = image.copy()
@@ -45,3 +45,15 @@ def test_sparse_masks_with_empty_rows_and_in_place_results_equal_scipy() -> None
             expected = ndimage.binary_erosion(image, structure, border_value=1)
             in_place = image.copy()
             np.testing.assert_array_equal(erode(in_place, half, out=in_place), expected)
+
+
+def test_arrays_narrower_than_the_structure_equal_scipy() -> None:
+    rng = np.random.default_rng(12)
+    for _ in range(60):
+        mask = rng.random(tuple(int(n) for n in rng.integers(1, 12, 2))) < rng.uniform(0.0, 0.5)
+        for structure in (_disk(5, 0), _disk(8, 0)):
+            half = half_widths(structure)
+            np.testing.assert_array_equal(dilate(mask, half), ndimage.binary_dilation(mask, structure))
+            np.testing.assert_array_equal(
+                erode(mask, half), ndimage.binary_erosion(mask, structure, border_value=1)
+            )
