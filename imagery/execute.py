@@ -16,6 +16,7 @@ from imagery.heap import release_free_memory
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
+from imagery.sources.raster import drop_read_caches
 from imagery.tilecache import cached_tile_path, tile_key
 from imagery.tilestore import load_tile, save_tile, tile_path
 
@@ -106,6 +107,8 @@ def run_tiles(
             done.append(TileDone(name, keys[name], Path(path), reused))
             if progress:
                 progress(i, len(futures))
+    drop_read_caches()  # an in-process cluster's reads: publish reads only the tile files
+    release_free_memory()
     if cache_dir:
         for item in done:
             _link(tile_path(tile_dir, item.tile), item.path)

@@ -34,7 +34,7 @@ from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
 from imagery.sources.base import Scene, SceneSource
 from imagery.sources.local import require_bands
-from imagery.sources.raster import block_grid
+from imagery.sources.raster import block_grid, drop_read_caches
 from imagery.stageclock import CHANGE, COREG, READ, StageClock
 
 #: Band the co-registration matches on: NIR is stable across dates and sharp on built structure.
@@ -436,6 +436,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
         norm = normalize.fit_normalization(b, a)
         model = change.fit_change_model(b, normalize.apply_normalization(a, norm), params.change)
+    drop_read_caches()  # the tile pass reads other blocks first
     release_free_memory()  # the window composites and the sample are gone
     return PairModel(shift=shift, normalization=norm, change=model)
 

@@ -14,7 +14,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from imagery.sources.open_rasters import OpenRasters
-from imagery.sources.raster import alignment, read_band
+from imagery.sources.raster import DECODED_BLOCKS, OPEN_RASTERS, alignment, drop_read_caches, read_band
 from tests.scenes import UTM_ORIGIN, write_band
 
 GRID = Affine(10.0, 0, UTM_ORIGIN[0], 0, -10.0, UTM_ORIGIN[1])
@@ -105,3 +105,15 @@ def test_open_rasters_reuse_a_file_until_it_changes_on_disk(tmp_path: Path) -> N
             pass
     assert fresh.closed  # least recently used beyond `size`
     files.close()
+
+
+def test_dropping_the_read_caches_forgets_blocks_and_closes_files(tmp_path: Path) -> None:
+    path = write_band(tmp_path / "T_B02.tif", np.full((300, 260), 7, np.uint16), GRID, block_px=64)
+    gbox = GeoBox((100, 100), GRID * Affine.translation(50, 50), "EPSG:32718")
+    assert (read_band(str(path), gbox) == 7).all()
+    assert DECODED_BLOCKS.held_bytes > 0 and len(OPEN_RASTERS) > 0
+    with OPEN_RASTERS.reading(str(path)) as (dataset, _):
+        pass
+    drop_read_caches()
+    assert DECODED_BLOCKS.held_bytes == 0 and len(OPEN_RASTERS) == 0 and dataset.closed
+    assert (read_band(str(path), gbox) == 7).all()  # read afresh

@@ -33,6 +33,7 @@ from imagery.pipeline import plan_run, read_composite
 from imagery.sources.base import Scene
 from imagery.sources.cache import FetchCache
 from imagery.sources.local import LocalSource, open_scene, read_scene_bands
+from imagery.sources.raster import DECODED_BLOCKS, OPEN_RASTERS
 from imagery.sources.retry import RetryPolicy, SourceAuthError
 from imagery.sources.stac import StacSource, band_of_asset, scene_from_item
 from tests.emulators.faults import FaultKind
@@ -320,6 +321,7 @@ def test_stac_run_equals_local_run_and_rerun_makes_no_request(catalogue: Catalog
         pairs = zip(getattr(plans["local"], period), getattr(plans["stac"], period), strict=True)
         assert all(a.acquired == b.acquired and a.boa_offset == b.boa_offset for a, b in pairs)
     detect(plans["local"], local, tmp_path / "local")
+    assert DECODED_BLOCKS.held_bytes == 0 and len(OPEN_RASTERS) == 0  # the tile pass let go of its reads
     catalogue.files.faults.reset_log()
     detect(plans["stac"], stac, tmp_path / "stac")
     assert catalogue.files.faults.count() > 0  # pixels came over HTTP

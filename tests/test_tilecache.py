@@ -16,6 +16,7 @@ from imagery.config import load_settings
 from imagery.execute import tile_to_file
 from imagery.pipeline import fit_pair, plan_run
 from imagery.sources.local import LocalSource
+from imagery.sources.raster import DECODED_BLOCKS, OPEN_RASTERS
 from imagery.tilecache import tile_key, touching
 from imagery.tilestore import load_tile
 
@@ -51,6 +52,7 @@ def plans(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):  # type: 
     span = {"before": (date(2021, 1, 20), date(2021, 2, 18)), "after": (date(2022, 1, 20), date(2022, 2, 18))}
     plan = plan_run(aoi, source.search(aoi, *span["before"]), source.search(aoi, *span["after"]), settings)
     model = fit_pair(plan, source)
+    assert DECODED_BLOCKS.held_bytes == 0 and len(OPEN_RASTERS) == 0  # the fit let go of its reads
     after_look = next(p for p in scenes.iterdir() if "20220217" in p.name)
     _crop_scene(after_look, scenes / after_look.name.replace("20220217", "20220210"), "20220210",
                 Window(400, 400, 60, 60))  # fmt: skip

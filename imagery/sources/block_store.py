@@ -104,6 +104,12 @@ class DecodedBlocks:
                 out[top + ys - r0 : top + ye - r0, left + xs - c0 : left + xe - c0] = piece
         return out
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of decoded blocks and edges kept now."""
+        with self._lock:
+            return self._whole.used + self._bottom.used + self._right.used
+
     def clear(self) -> None:
         """Drop every kept block and edge."""
         with self._lock:

@@ -59,6 +59,10 @@ class OpenRasters:
         with lock:
             yield Opened(dataset, key)
 
+    def __len__(self) -> int:
+        """Files open now."""
+        return len(self._open)
+
     def close(self) -> None:
         """Close every kept dataset."""
         with self._lock:
