@@ -11,7 +11,6 @@ import numba
 import numpy as np
 import pandas as pd
 import shapely
-import shapely.affinity
 from odc.geo.geobox import GeoBox
 from shapely.geometry.base import BaseGeometry
 
@@ -150,35 +149,37 @@ class HotspotStats:
         self.col_sum = np.zeros(n, np.float64)
         self.row_sum = np.zeros(n, np.float64)
         self.pieces: dict[int, list[BaseGeometry]] = {}
+        #: Class code -> row of `per_class` (-1: not a man-made class).
+        self._kind = np.full(256, -1, np.int64)
+        self._kind[list(MAN_MADE_CLASSES)] = np.arange(len(MAN_MADE_CLASSES))
 
     def add(self, row0: int, hotspots: np.ndarray, classes: np.ndarray, score: np.ndarray) -> None:
         """Take the strip starting at grid row `row0`: hotspot numbers, classes and score."""
-        changed = np.flatnonzero(hotspots)
-        if changed.size == 0:
+        found = _add_hotspot_pixels(
+            hotspots, classes, score, row0, self._kind, self.pixels, self.score_sum, self.score_max,
+            self.per_class, self.col_sum, self.row_sum,
+        )  # fmt: skip
+        if not found:
             return
-        n = self.count + 1
-        label_of = hotspots.ravel()[changed]
-        score_of = score.ravel()[changed]
-        score_of = np.where(np.isfinite(score_of), score_of, 0).astype(np.float32)
-        self.pixels += np.bincount(label_of, minlength=n)
-        self.score_sum += np.bincount(label_of, weights=score_of, minlength=n)
-        np.maximum.at(self.score_max, label_of, score_of)
-        class_of = classes.ravel()[changed]
-        for k, c in enumerate(MAN_MADE_CLASSES):
-            self.per_class[k] += np.bincount(label_of[class_of == c], minlength=n)
-        rows, cols = np.divmod(changed, hotspots.shape[1])
-        self.col_sum += np.bincount(label_of, weights=cols, minlength=n)
-        self.row_sum += np.bincount(label_of, weights=rows + row0, minlength=n)
-        del changed, label_of, score_of, class_of, rows, cols
         numbers, polygons = label_outlines(hotspots, row0)
         for number, polygon in zip(numbers.tolist(), polygons, strict=True):
             self.pieces.setdefault(number, []).append(polygon)
 
-    def outline(self, number: int) -> BaseGeometry:
-        """Hotspot `number` as one valid (Multi)Polygon in pixel coordinates, in a canonical form
-        (no collinear vertices, normalised order) so that it does not depend on the strips."""
-        pieces = shapely.make_valid(np.asarray(self.pieces[number], dtype=object))
-        return shapely.normalize(shapely.simplify(shapely.union_all(pieces), 0))
+    def outlines(self) -> np.ndarray:
+        """Every hotspot (1..count, in order) as one valid (Multi)Polygon in pixel coordinates, in a
+        canonical form (no collinear vertices, normalised order) so that it does not depend on the
+        strips: its pieces made valid, merged, simplified at 0 and normalised, for all hotspots
+        with the same number of pieces in one call each."""
+        out = np.empty(self.count, dtype=object)
+        sizes = np.array([len(self.pieces[i]) for i in range(1, self.count + 1)], np.int64)
+        for size in np.unique(sizes):
+            numbers = np.flatnonzero(sizes == size) + 1
+            pieces = np.empty((numbers.size, int(size)), dtype=object)
+            for row, number in enumerate(numbers.tolist()):
+                pieces[row] = self.pieces[number]
+            merged = shapely.union_all(shapely.make_valid(pieces), axis=1)
+            out[numbers - 1] = shapely.normalize(shapely.simplify(merged, 0))
+        return out
 
     def frame(self, gbox: GeoBox, *, before_date: date | None, after_date: date | None) -> gpd.GeoDataFrame:
         """The hotspots as polygons with their attributes, ranked, in the grid's CRS."""
@@ -187,8 +188,12 @@ class HotspotStats:
         pixels = self.pixels[1:]
         dominant = np.asarray(MAN_MADE_CLASSES)[self.per_class[:, 1:].argmax(axis=0)]
         a = gbox.affine
-        to_crs = [a.a, a.b, a.d, a.e, a.c, a.f]
-        geoms = [shapely.affinity.affine_transform(self.outline(i), to_crs) for i in range(1, self.count + 1)]
+
+        def to_crs(xy: np.ndarray) -> np.ndarray:
+            x, y = xy.T  # the arithmetic of shapely.affinity.affine_transform, for all outlines at once
+            return np.stack([a.a * x + a.b * y + a.c, a.d * x + a.e * y + a.f]).T
+
+        geoms = shapely.transform(self.outlines(), to_crs)
         col = self.col_sum[1:] / pixels + 0.5
         row = self.row_sum[1:] / pixels + 0.5
         cx, cy = a.a * col + a.b * row + a.c, a.d * col + a.e * row + a.f
@@ -216,6 +221,52 @@ class HotspotStats:
         frame["last_seen"] = frame["after_date"]
         frame["status"] = "new"
         return rank(frame)[[*HOTSPOT_COLUMNS, "geometry"]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_hotspot_pixels(
+    hotspots: np.ndarray,
+    classes: np.ndarray,
+    score: np.ndarray,
+    row0: int,
+    kind: np.ndarray,
+    pixels: np.ndarray,
+    score_sum: np.ndarray,
+    score_max: np.ndarray,
+    per_class: np.ndarray,
+    col_sum: np.ndarray,
+    row_sum: np.ndarray,
+) -> bool:  # pragma: no cover
+    """`HotspotStats.add`'s sums over the strip's hotspot pixels (`kind`: index of each man-made
+    class); the float sums are the strip's, in raster order, then added to the totals (as
+    per-strip bincounts made them). Returns whether the strip has a hotspot pixel."""
+    n = pixels.size
+    strip_score = np.zeros(n)
+    strip_col = np.zeros(n)
+    strip_row = np.zeros(n)
+    found = False
+    for y in range(hotspots.shape[0]):
+        for x in range(hotspots.shape[1]):
+            number = hotspots[y, x]
+            if number == 0:
+                continue
+            found = True
+            value = np.float32(score[y, x])
+            if not np.isfinite(value):
+                value = np.float32(0.0)
+            pixels[number] += 1
+            strip_score[number] += np.float64(value)
+            score_max[number] = max(score_max[number], value)
+            k = kind[classes[y, x]]
+            if k >= 0:
+                per_class[k, number] += 1
+            strip_col[number] += x
+            strip_row[number] += y + row0
+    for number in range(n):
+        score_sum[number] += strip_score[number]
+        col_sum[number] += strip_col[number]
+        row_sum[number] += strip_row[number]
+    return found
 
 
 def extract_hotspots(

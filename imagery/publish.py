@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import geopandas as gpd
+import numba
 import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
@@ -256,9 +257,17 @@ def summarise_patches(
             score = score_ds.read(1, window=window)
             spots.add(row0, in_hotspot, classes, score)
             grid.add(row0, classes, score)
-            counts += np.bincount(classes.ravel(), minlength=counts.size)
+            _count_classes(classes, counts)
     hotspots = spots.frame(gbox, before_date=before_date, after_date=after_date)
     return hotspots, grid, counts[:7]
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_classes(classes: np.ndarray, counts: np.ndarray) -> None:  # pragma: no cover
+    """Add the pixels of each value of a uint8 strip to `counts` (np.bincount would first copy the
+    strip into machine-size integers)."""
+    for value in classes.ravel():
+        counts[value] += 1
 
 
 def run_metadata(
