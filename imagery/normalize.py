@@ -370,7 +370,6 @@ def irmad_chi2(
 ) -> np.ndarray:
     """Standardised MAD chi-square statistic of each row of an (N, 2p) matrix (float32); rows in
     `pool`'s threads, else on the calling thread."""
-    # MAD = A^T (x - mx) - B^T (y - my) = [A; -B]^T (xy - mean), scaled by 1/sigma
     t, shift = _mad_transform(mean, a, b, mad_var)
     return _mad_chi2(np.ascontiguousarray(xy, dtype=np.float32), t, shift, 0, pool)
 
