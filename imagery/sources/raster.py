@@ -34,6 +34,8 @@ GDAL_READ_ENV = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "ALL_CPUS", "V
 OPEN_RASTERS = OpenRasters()
 #: Decoded blocks of the local files, shared by the tiles a process reads (see block_store).
 DECODED_BLOCKS = DecodedBlocks()
+#: Smallest block side read through DECODED_BLOCKS (striped files are read by GDAL directly).
+MIN_BLOCK_PX = 64
 
 
 def drop_read_caches() -> None:
@@ -41,10 +43,6 @@ def drop_read_caches() -> None:
     inputs (the pair fit, the tiles), so what follows has that memory (up to ~0.2 GiB)."""
     DECODED_BLOCKS.clear()
     OPEN_RASTERS.close()
-
-
-#: Smallest block side read through DECODED_BLOCKS (striped files are read by GDAL directly).
-MIN_BLOCK_PX = 64
 
 
 @dataclass(frozen=True)
