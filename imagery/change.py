@@ -47,7 +47,7 @@ from pydantic import BaseModel, Field, model_validator
 from scipy import ndimage
 
 from imagery.components import sieve_mask
-from imagery.morphology import dilate, erode, half_widths
+from imagery.morphology import dilate, disk, erode, half_widths
 from imagery.normalize import _valid_pairs, irmad_chi2, irmad_fit
 
 #: Widest neighbourhood (pixels) any per-tile operation reads: tiles need this much halo.
@@ -593,11 +593,6 @@ def _indices(im: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return (yy * yy + xx * xx) <= radius * radius + radius  # 3x3 full square at r=1
-
-
 def change_classes(
     before: np.ndarray,
     after_normalized: np.ndarray,
@@ -665,10 +660,10 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     man = np.isin(classes, MAN_MADE_CLASSES)
     cleaned = man
     if dp.open_radius_px:
-        half = half_widths(_disk(dp.open_radius_px))
+        half = half_widths(disk(dp.open_radius_px, dp.open_radius_px))
         cleaned = dilate(erode(cleaned, half), half)
     if dp.close_radius_px:
-        half = half_widths(_disk(dp.close_radius_px))
+        half = half_widths(disk(dp.close_radius_px, dp.close_radius_px))
         cleaned = erode(dilate(cleaned, half), half)
     out = classes.copy()
     out[man & ~cleaned] = NO_CHANGE

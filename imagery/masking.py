@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from imagery.config import MaskParams
-from imagery.morphology import erode, half_widths
+from imagery.morphology import disk, erode, half_widths
 
 
 def valid_mask(spectral: np.ndarray, scl: np.ndarray | None, params: MaskParams) -> np.ndarray:
@@ -29,10 +29,5 @@ def clear_of_flags(scl: np.ndarray, params: MaskParams, out: np.ndarray | None =
         out = np.empty(np.shape(scl), np.bool_)
     np.take(clear, np.asarray(scl, np.uint8), out=out, mode="clip")  # mode "raise" would buffer out
     if params.dilate_px > 0:
-        erode(out, half_widths(_disk(params.dilate_px)), out=out)
+        erode(out, half_widths(disk(params.dilate_px)), out=out)
     return out
-
-
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    return np.asarray(xx * xx + yy * yy <= radius * radius)

@@ -6,6 +6,12 @@ import numba
 import numpy as np
 
 
+def disk(radius: int, slack: int = 0) -> np.ndarray:
+    """The (2r+1, 2r+1) disk y^2 + x^2 <= r^2 + slack (slack r makes the 3x3 square at r = 1)."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    return np.asarray(yy * yy + xx * xx <= radius * radius + slack)
+
+
 def half_widths(structure: np.ndarray) -> np.ndarray:
     """Per row of a (2r+1, 2r+1) structuring element symmetric about its centre whose rows are
     centred runs (a disk, a square), the run's half-width (-1 for an empty row)."""
