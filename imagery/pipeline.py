@@ -382,16 +382,6 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
     return TilePoints(tile.name, (tile.row, tile.col), centre, kept)
 
 
-def tie_points_by_tile(plan: RunPlan, source: SceneSource) -> list[TilePoints]:
-    """Tie points of every tile, in threads (one tile's NIR composites in memory per thread)."""
-    with ThreadPoolExecutor(max_workers=_fit_threads(plan)) as pool:
-        return list(pool.map(lambda t: tile_tie_points(plan, source, t), plan.tiles()))
-
-
-def _fit_threads(plan: RunPlan) -> int:
-    return plan.settings.workers or os.cpu_count() or 1
-
-
 def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None) -> PairModel:
     """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
     model once for the pair; `clock` collects the seconds per stage.
@@ -404,7 +394,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
     params = plan.settings
     coreg = params.coregistration
     shift = ShiftField()
-    pool = ThreadPoolExecutor(max_workers=max(2, _fit_threads(plan)))
+    pool = ThreadPoolExecutor(max_workers=max(2, plan.settings.workers or os.cpu_count() or 1))
     try:
         with clock.stage(READ):
             phase = fit_strip_phase(plan, origin[0])
