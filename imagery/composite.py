@@ -7,47 +7,74 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from imagery.sentinel2 import QUANTIFICATION_VALUE
+
 
 def median_composite(
     looks: np.ndarray | Sequence[np.ndarray],
     *,
     clear: np.ndarray | None = None,
     days: Sequence[int] | None = None,
+    boa_offsets: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Median of valid looks per pixel and band, and the valid-look count per pixel.
 
     `looks` are (bands, y, x) float32 arrays with NaN for no data, or all of them as one
-    (looks, bands, y, x) array (used in place). A look is valid at a pixel when all its bands are
-    finite there and, with `clear` ((looks, y, x) bool: the cloud mask), the pixel is clear.
-    Looks with the same `days` entry are overlapping granules of one acquisition: the first valid
-    one counts, never twice. Same values as `np.nanmedian` over the valid looks (float32), in one
-    pass without sorting the whole stack.
+    (looks, bands, y, x) array (used in place). With `boa_offsets` (one per look) they are digital
+    numbers instead (one (looks, bands, y, x) array; 0 no data), turned into reflectance as
+    `raster.to_reflectance` does (float32 (DN + offset) / QUANTIFICATION_VALUE) on the way.
+    A look is valid at a pixel when all its bands are finite there and, with `clear`
+    ((looks, y, x) bool: the cloud mask), the pixel is clear. Looks with the same `days` entry are
+    overlapping granules of one acquisition: the first valid one counts, never twice. Same values
+    as `np.nanmedian` over the valid looks (float32), in one pass without sorting the whole stack.
     """
     if len(looks) == 0:
         raise ValueError("median_composite needs at least one look")
-    if isinstance(looks, np.ndarray) and looks.ndim == 4:
+    if boa_offsets is not None:
+        if not (isinstance(looks, np.ndarray) and looks.ndim == 4 and looks.dtype.kind in "ui"):
+            raise ValueError(
+                "median_composite: digital numbers come as one integer (looks, bands, y, x) array"
+            )
+        stack = np.ascontiguousarray(looks)
+        offsets = np.asarray(boa_offsets, np.float32)
+    elif isinstance(looks, np.ndarray) and looks.ndim == 4:
         stack = np.ascontiguousarray(looks, dtype=np.float32)
     else:
         stack = np.stack([np.asarray(look, np.float32) for look in looks])  # (looks, bands, y, x)
     n_looks = stack.shape[0]
+    if boa_offsets is None:
+        offsets = np.zeros(n_looks, np.float32)
     if clear is None:
         clear = np.ones((n_looks, *stack.shape[2:]), np.bool_)
     day = np.arange(n_looks) if days is None else np.unique(np.asarray(days), return_inverse=True)[1]
-    if clear.shape != (n_looks, *stack.shape[2:]) or day.shape != (n_looks,):
-        raise ValueError(f"clear {clear.shape} / days {day.shape} do not match looks {stack.shape}")
+    if clear.shape != (n_looks, *stack.shape[2:]) or day.shape != (n_looks,) or offsets.shape != (n_looks,):
+        raise ValueError(
+            f"clear {clear.shape} / days {day.shape} / offsets {offsets.shape} "
+            f"do not match looks {stack.shape}"
+        )
     composite = np.empty(stack.shape[1:], np.float32)
     count = np.empty(stack.shape[2:], np.uint8)
     clear = np.ascontiguousarray(clear, np.bool_)
-    _median_of_valid_looks(stack, clear, day.astype(np.intp), composite, count)
+    scale = np.float32(1.0 / QUANTIFICATION_VALUE)
+    dn = boa_offsets is not None
+    _median_of_valid_looks(stack, dn, offsets, scale, clear, day.astype(np.intp), composite, count)
     return composite, count
 
 
 @numba.njit(cache=True, nogil=True)
 def _median_of_valid_looks(
-    stack: np.ndarray, clear: np.ndarray, day: np.ndarray, out: np.ndarray, count: np.ndarray
+    stack: np.ndarray,
+    dn: bool,
+    offsets: np.ndarray,
+    scale: np.float32,
+    clear: np.ndarray,
+    day: np.ndarray,
+    out: np.ndarray,
+    count: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """One pass over the stack, row by row: with three looks the median of three of every pixel
-    and, beside it, which looks have every band finite; then the pixels with fewer valid looks."""
+    """One pass over the stack, row by row: the row's values as reflectance (`_reflectance_rows`),
+    with three looks the median of three of every pixel and, beside it, which looks have every band
+    finite; then the pixels with fewer valid looks."""
     n_looks, n_bands, ny, nx = stack.shape
     n_days = day.max() + 1
     taken = np.zeros(n_days, np.bool_)
@@ -56,14 +83,16 @@ def _median_of_valid_looks(
     pick = np.empty(n_looks, np.intp)
     buf = np.empty(n_looks, np.float32)
     rest = np.empty(nx, np.intp)
+    rows = np.empty((n_looks, n_bands, nx), np.float32)
     for y in range(ny):
+        _reflectance_rows(stack, y, dn, offsets, scale, rows)
         finite[:] = 0
         for b in range(n_bands):
             if n_looks == 3:
-                _median_of_three(stack[0, b, y], stack[1, b, y], stack[2, b, y], out[b, y], finite)
+                _median_of_three(rows[0, b], rows[1, b], rows[2, b], out[b, y], finite)
             else:
                 for look in range(n_looks):
-                    _add_nan_of(stack[look, b, y], finite[look])
+                    _add_nan_of(rows[look, b], finite[look])
         for look in range(n_looks):
             _valid_look(clear[look, y], finite[look], use[look])
         if n_days < n_looks:  # one look per day: the first valid granule
@@ -89,8 +118,32 @@ def _median_of_valid_looks(
                     m += 1
             for b in range(n_bands):
                 for i in range(m):
-                    buf[i] = stack[pick[i], b, y, x]
+                    buf[i] = rows[pick[i], b, x]
                 out[b, y, x] = _median(buf, m) if m else np.nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _reflectance_rows(
+    stack: np.ndarray, y: int, dn: bool, offsets: np.ndarray, scale: np.float32, rows: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """rows[look, band] = row `y` of the stack as float32 reflectance: digital numbers (`dn`)
+    converted exactly as `raster.to_reflectance` converts them (0 -> NaN), else copied."""
+    n_looks, n_bands, _, nx = stack.shape
+    for look in range(n_looks):
+        offset = offsets[look]
+        for b in range(n_bands):
+            src, dst = stack[look, b, y], rows[look, b]
+            if not dn:
+                for x in range(nx):
+                    dst[x] = src[x]
+            elif offset != 0:
+                for x in range(nx):
+                    v = src[x]
+                    dst[x] = (np.float32(v) + offset) * scale if v != 0 else np.float32(np.nan)
+            else:
+                for x in range(nx):
+                    v = src[x]
+                    dst[x] = np.float32(v) * scale if v != 0 else np.float32(np.nan)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -32,9 +32,9 @@ from imagery.heap import release_free_memory
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
-from imagery.sources.base import Scene, SceneSource
+from imagery.sources.base import DigitalNumberSource, Scene, SceneSource
 from imagery.sources.local import require_bands
-from imagery.sources.raster import block_grid, drop_read_caches
+from imagery.sources.raster import UnfitValues, block_grid, drop_read_caches
 from imagery.stageclock import CHANGE, COREG, READ, StageClock
 
 #: Band the co-registration matches on: NIR is stable across dates and sharp on built structure.
@@ -210,20 +210,41 @@ def read_composite(
 ) -> Composite:
     """Read, mask and composite one period's `bands` on `gbox` (one window of the grid); scenes
     that leave too little of the window clear are skipped (see `read_look`). The looks are read
-    straight into one stack and masked inside the composite pass (no NaN-filled copies)."""
+    straight into one stack, as 16-bit digital numbers when the source has them (half the bytes of
+    reflectance), and masked and turned into reflectance inside the composite pass."""
+    if isinstance(source, DigitalNumberSource):
+        try:
+            return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.uint16))
+        except UnfitValues:
+            pass  # not 16-bit digital numbers (e.g. float files): read them as reflectance
+    return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.float32))
+
+
+def _composite_of_looks(
+    source: SceneSource,
+    scenes: Sequence[Scene],
+    gbox: GeoBox,
+    settings: Settings,
+    bands: Sequence[str],
+    dtype: np.dtype,
+) -> Composite:
+    """`read_composite` with the looks read as `dtype`: uint16 digital numbers or float32 reflectance."""
     shape = (gbox.shape.y, gbox.shape.x)
-    looks = np.empty((len(scenes), len(bands), *shape), np.float32)  # pages of skipped looks stay untouched
+    looks = np.empty((len(scenes), len(bands), *shape), dtype)  # pages of skipped looks stay untouched
     clear = np.empty((len(scenes), *shape), np.bool_)
     days: list[int] = []
+    offsets: list[float] = []
     for scene in scenes:
         n = len(days)
         if read_look(source, scene, bands, gbox, settings.mask, out=looks[n], clear=clear[n]) is not None:
             days.append(scene.acquired.toordinal())
+            offsets.append(scene.boa_offset)
     if not days:
         empty = np.full((len(bands), *shape), np.nan, np.float32)
         return Composite(bands=empty, valid_looks=np.zeros(shape, np.uint8))
     n = len(days)
-    stack, count = median_composite(looks[:n], clear=clear[:n], days=days)
+    dn_offsets = offsets if dtype == np.uint16 else None
+    stack, count = median_composite(looks[:n], clear=clear[:n], days=days, boa_offsets=dn_offsets)
     return Composite(bands=stack, valid_looks=count)
 
 
@@ -304,7 +325,8 @@ def read_look(
     clear: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """One scene's `bands` on `gbox` as (bands, y, x) reflectance (NaN no data) and its clear-sky
-    mask (y, x), written into `out` and `clear` when given; None when its SCL (read first) leaves
+    mask (y, x), written into `out` and `clear` when given (a uint16 `out` takes the digital numbers
+    of a `DigitalNumberSource` instead of reflectance); None when its SCL (read first) leaves
     no pixel, or less than `mask.min_valid_share`, of the window clear: then its spectral bands are
     never read (a remote source downloads nothing more for it). Level-1C scenes (no SCL) are clear."""
     shape = (gbox.shape.y, gbox.shape.x)
@@ -317,7 +339,10 @@ def read_look(
     else:
         sky[...] = True
     spectral = np.empty((len(bands), *shape), np.float32) if out is None else out
-    source.read(scene, bands, gbox, out=spectral)
+    if spectral.dtype == np.uint16 and isinstance(source, DigitalNumberSource):
+        source.read_dn(scene, bands, gbox, spectral)
+    else:
+        source.read(scene, bands, gbox, out=spectral)
     return spectral, sky
 
 

@@ -95,3 +95,31 @@ def test_median_composite_equals_numpy_nanmedian_of_the_valid_looks() -> None:
         np.testing.assert_array_equal(comp, expected)
         np.testing.assert_array_equal(count, pixel_valid.sum(axis=0))
         assert comp.dtype == np.float32 and count.dtype == np.uint8
+
+
+def test_digital_numbers_give_the_nanmedian_of_their_reflectance() -> None:
+    """A uint16 stack with per-look offsets: the same bits as np.nanmedian over `to_reflectance`."""
+    import warnings
+
+    from imagery.sources.raster import to_reflectance
+
+    rng = np.random.default_rng(11)
+    for n_looks in (1, 2, 3, 4, 5):
+        dn = rng.integers(0, 14000, (n_looks, 6, 30, 40)).astype(np.uint16)
+        dn[rng.random(dn.shape) < 0.05] = 0  # no data
+        offsets = [(0.0, -1000.0)[i % 2] for i in range(n_looks)]
+        clear = rng.random((n_looks, 30, 40)) < 0.9
+        reflectance = np.stack([to_reflectance(d, o) for d, o in zip(dn, offsets, strict=True)])
+        valid = np.isfinite(reflectance).all(axis=1) & clear
+        masked = np.where(valid[:, None], reflectance, np.float32(np.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(masked, axis=0).astype(np.float32)
+        comp, count = median_composite(dn, clear=clear, boa_offsets=offsets)
+        np.testing.assert_array_equal(comp.view(np.uint32), expected.view(np.uint32))  # bit for bit
+        np.testing.assert_array_equal(count, valid.sum(axis=0))
+        days = [1, 1, *range(2, n_looks)][:n_looks]  # two granules of one day
+        want = median_composite(reflectance, clear=clear, days=days)
+        got = median_composite(dn, clear=clear, days=days, boa_offsets=offsets)
+        np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+        np.testing.assert_array_equal(got[1], want[1])

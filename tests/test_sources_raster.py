@@ -14,7 +14,14 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from imagery.sources.open_rasters import OpenRasters
-from imagery.sources.raster import DECODED_BLOCKS, OPEN_RASTERS, alignment, drop_read_caches, read_band
+from imagery.sources.raster import (
+    DECODED_BLOCKS,
+    OPEN_RASTERS,
+    UnfitValues,
+    alignment,
+    drop_read_caches,
+    read_band,
+)
 from tests.scenes import UTM_ORIGIN, write_band
 
 GRID = Affine(10.0, 0, UTM_ORIGIN[0], 0, -10.0, UTM_ORIGIN[1])
@@ -29,8 +36,9 @@ def _warped(path: Path, gbox: GeoBox, resampling: Resampling) -> np.ndarray:
         return vrt.read(1)
 
 
-def _files(tmp_path: Path) -> dict[str, Path]:
-    """A 10 m band, a 20 m band with no-data holes and a 20 m class band, on one 10 m grid."""
+def _files(tmp_path: Path, block_px: int | None = None) -> dict[str, Path]:
+    """A 10 m band, a 20 m band with no-data holes and a 20 m class band, on one 10 m grid (tiled
+    in `block_px` blocks when given, which reads them through DECODED_BLOCKS)."""
     rng = np.random.default_rng(3)
     b02 = rng.integers(1, 12000, (300, 260)).astype(np.uint16)
     b11 = rng.integers(1, 12000, (150, 130)).astype(np.uint16)
@@ -38,9 +46,9 @@ def _files(tmp_path: Path) -> dict[str, Path]:
     b11[100, 100] = 0
     scl = rng.integers(0, 12, (150, 130)).astype(np.uint8)
     return {
-        "B02": write_band(tmp_path / "T_B02.tif", b02, GRID, tags=None),
-        "B11": write_band(tmp_path / "T_B11_20m.tif", b11, GRID * Affine.scale(2)),
-        "SCL": write_band(tmp_path / "T_SCL_20m.tif", scl, GRID * Affine.scale(2)),
+        "B02": write_band(tmp_path / "T_B02.tif", b02, GRID, tags=None, block_px=block_px),
+        "B11": write_band(tmp_path / "T_B11_20m.tif", b11, GRID * Affine.scale(2), block_px=block_px),
+        "SCL": write_band(tmp_path / "T_SCL_20m.tif", scl, GRID * Affine.scale(2), block_px=block_px),
     }
 
 
@@ -68,6 +76,39 @@ def test_aligned_read_equals_gdal_warp(
         fast = read_band(str(path), gbox, categorical=categorical)
         assert fast.dtype == (np.uint8 if band == "SCL" else np.uint16)
         np.testing.assert_array_equal(fast, _warped(path, gbox, resampling), err_msg=f"{band} {row0, col0}")
+
+
+@pytest.mark.parametrize("block_px", [None, 64])
+def test_reads_into_a_callers_array_equal_gdal_warp(tmp_path: Path, block_px: int | None) -> None:
+    files = _files(tmp_path, block_px)
+    resamplings = {"B02": Resampling.bilinear, "B11": Resampling.bilinear, "SCL": Resampling.nearest}
+    for band, path in files.items():
+        for row0, col0, height, width in [*WINDOWS, (5.5, 5, 40, 40)]:  # the last off the lattice: warped
+            gbox = GeoBox((height, width), GRID * Affine.translation(col0, row0), "EPSG:32718")
+            want = _warped(path, gbox, resamplings[band])
+            out = np.full((height, width), 77, want.dtype)  # stale values: every pixel must be written
+            got = read_band(str(path), gbox, categorical=band == "SCL", out=out)
+            assert got is out
+            np.testing.assert_array_equal(out, want, err_msg=f"{band} {row0, col0}")
+            wider = np.full((height, width), 77, np.int32)  # converted: every value fits
+            np.testing.assert_array_equal(
+                read_band(str(path), gbox, categorical=band == "SCL", out=wider), want
+            )
+    drop_read_caches()
+
+
+def test_values_the_callers_array_cannot_hold_fail_on_reading(tmp_path: Path) -> None:
+    gbox = GeoBox((20, 20), GRID, "EPSG:32718")
+    whole = write_band(tmp_path / "whole_B02.tif", np.full((20, 20), 1234.0, np.float32), GRID)
+    out = np.zeros((20, 20), np.uint16)
+    assert (read_band(str(whole), gbox, out=out) == 1234).all()  # integers in float: exact
+    fraction = write_band(tmp_path / "fraction_B02.tif", np.full((20, 20), 0.25, np.float32), GRID)
+    with pytest.raises(UnfitValues, match=r"fraction_B02\.tif: float32 values that uint16 cannot hold"):
+        read_band(str(fraction), gbox, out=out)
+    negative = write_band(tmp_path / "negative_B02.tif", np.full((20, 20), -3, np.int16), GRID)
+    with pytest.raises(UnfitValues, match=r"negative_B02\.tif"):
+        read_band(str(negative), gbox, out=out)
+    drop_read_caches()
 
 
 def test_grids_that_do_not_align_take_the_warp(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from odc.geo.geobox import GeoBox
@@ -58,4 +58,18 @@ class SceneSource(Protocol):
         """Bands resampled onto `gbox`: spectral as float32 reflectance (NaN no data), SCL uint8.
         With `out` ((len(bands), y, x) float32) spectral band i is written into out[i] and returned
         as that view: a caller's stack is filled without a copy."""
+        ...
+
+
+@runtime_checkable
+class DigitalNumberSource(SceneSource, Protocol):
+    """A source that can also hand over the raw digital numbers of its bands (local files and STAC
+    COGs can; Sentinel Hub's Process API returns reflectance): a period's looks are then kept as
+    uint16, half the bytes of float32 reflectance, and turned into reflectance by the composite."""
+
+    def read_dn(self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray) -> None:
+        """Spectral `bands` resampled onto `gbox` as digital numbers into out[i] ((len(bands), y, x)
+        uint16; 0 no data); reflectance is (DN + scene.boa_offset) / QUANTIFICATION_VALUE.
+        `raster.UnfitValues` when a band's values are not integers that out's type holds: read
+        them with `read` instead."""
         ...

@@ -79,9 +79,14 @@ class DecodedBlocks:
         self._right = _Lru(right_bytes)
 
     def read(
-        self, src: rasterio.io.DatasetReader, file_key: Hashable, band: int, window: Window
+        self,
+        src: rasterio.io.DatasetReader,
+        file_key: Hashable,
+        band: int,
+        window: Window,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """`src.read(band, window=window)` for a window inside the file, from decoded blocks.
+        """`src.read(band, window=window, out=out)` for a window inside the file, from decoded blocks.
 
         `file_key` names this version of the file (path and modification stamp): blocks are
         shared by reads with the same key, so the caller must hold `src` exclusively (GDAL
@@ -91,7 +96,13 @@ class DecodedBlocks:
         if r0 < 0 or c0 < 0 or r1 > src.height or c1 > src.width:
             raise ValueError(f"DecodedBlocks.read: {window} is not inside the {src.height}x{src.width} file")
         bh, bw = src.block_shapes[band - 1]
-        out = np.empty((r1 - r0, c1 - c0), src.dtypes[band - 1])
+        shape, dtype = (r1 - r0, c1 - c0), np.dtype(src.dtypes[band - 1])
+        if out is None:
+            out = np.empty(shape, dtype)
+        elif out.shape != shape or out.dtype != dtype:
+            raise ValueError(
+                f"DecodedBlocks.read: out is {out.dtype} {out.shape}, not the window's {dtype} {shape}"
+            )
         last_bi, last_bj = (r1 - 1) // bh, (c1 - 1) // bw
         for bi in range(r0 // bh, last_bi + 1):
             for bj in range(c0 // bw, last_bj + 1):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import rasterio
@@ -160,13 +161,20 @@ def require_bands(scene: Scene, bands: Sequence[str]) -> None:
         )
 
 
-#: Reads one band of a scene onto a grid as raw digital numbers: (scene, band, gbox) -> array.
-RawBandReader = Callable[[Scene, str, GeoBox], np.ndarray]
+class RawBandReader(Protocol):
+    """Reads one band of a scene onto a grid as raw digital numbers, into `out` when given (see
+    `raster.read_band`)."""
+
+    def __call__(self, scene: Scene, band: str, gbox: GeoBox, out: np.ndarray | None = None) -> np.ndarray:
+        """The band's raw values on `gbox`."""
+        ...
 
 
-def read_raw_band(scene: Scene, band: str, gbox: GeoBox) -> np.ndarray:
-    """A band's raw values on `gbox`, read with GDAL from its asset (file or URL)."""
-    return read_band(scene.assets[band], gbox, band=scene.band_index.get(band, 1), categorical=band == "SCL")
+def read_raw_band(scene: Scene, band: str, gbox: GeoBox, out: np.ndarray | None = None) -> np.ndarray:
+    """A band's raw values on `gbox`, read with GDAL from its asset (file or URL), into `out` when
+    given (`raster.UnfitValues` when its type cannot hold them)."""
+    href, index = scene.assets[band], scene.band_index.get(band, 1)
+    return read_band(href, gbox, band=index, categorical=band == "SCL", out=out)
 
 
 def read_scene_bands(
@@ -188,6 +196,24 @@ def read_scene_bands(
         else:
             data[band] = to_reflectance(raw, scene.boa_offset, out=None if out is None else out[i])
     return data
+
+
+def read_scene_dn(
+    scene: Scene,
+    bands: Sequence[str],
+    gbox: GeoBox,
+    out: np.ndarray,
+    read_raw: RawBandReader = read_raw_band,
+) -> None:
+    """Spectral `bands` of a scene on `gbox` as raw digital numbers into out[i] ((len(bands), y, x),
+    uint16 for Sentinel-2; 0 no data): reflectance is (DN + scene.boa_offset) / QUANTIFICATION_VALUE,
+    which `read_scene_bands` computes. `raster.UnfitValues` when a band's values are not integers
+    that out's type holds (e.g. a float GeoTIFF): read those as reflectance instead."""
+    require_bands(scene, bands)
+    if "SCL" in bands:
+        raise ValueError("read_scene_dn: SCL is not a spectral band")
+    for i, band in enumerate(bands):
+        read_raw(scene, band, gbox, out=out[i])
 
 
 class LocalSource:
@@ -222,3 +248,7 @@ class LocalSource:
     ) -> dict[str, np.ndarray]:
         """Bands resampled onto `gbox` (see `read_scene_bands`)."""
         return read_scene_bands(scene, bands, gbox, out=out)
+
+    def read_dn(self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray) -> None:
+        """Spectral bands resampled onto `gbox` as digital numbers (see `read_scene_dn`)."""
+        read_scene_dn(scene, bands, gbox, out)

@@ -61,20 +61,33 @@ def _resampling(src_res: float, dst_res: float, categorical: bool) -> Resampling
     return Resampling.average if src_res < 0.75 * dst_res else Resampling.bilinear
 
 
-def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = False) -> np.ndarray:
+class UnfitValues(InputError):
+    """A band's values that the caller's array type cannot hold exactly (e.g. float pixels read as
+    uint16 digital numbers)."""
+
+
+def read_band(
+    href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """The raw values of `href` band `band` on `gbox`; 0 (Sentinel-2 no data) outside the scene.
+    With `out` (gbox's shape) they are written there and `out` is returned: read straight into it
+    when it has the file's type, else converted exactly (`UnfitValues` when they do not fit).
 
     Aligned grids (e.g. 10 m and 20 m Sentinel-2 bands onto their own 10 m grid) are read as a
     plain window and upsampled in numpy with the warp's own rules (nearest for categorical
     bands, bilinear otherwise, no data excluded); any other grid is warped by GDAL."""
+    if out is not None and out.shape != (gbox.shape.y, gbox.shape.x):
+        raise ValueError(f"read_band: out is {out.shape}, the grid {gbox.shape.y}x{gbox.shape.x}")
     try:
         with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, file_key):
             if band > src.count:
                 raise InputError(f"{href}: has {src.count} band(s), band {band} was requested")
             src_nodata = src.nodata if src.nodata is not None else 0
-            aligned = alignment(src, gbox)
+            aligned = alignment(src, gbox, file_key)
             if aligned is not None:
-                return _read_aligned(src, file_key, band, gbox, aligned, src_nodata, categorical)
+                direct = out if out is not None and out.dtype == src.dtypes[band - 1] else None
+                values = _read_aligned(src, file_key, band, gbox, aligned, src_nodata, categorical, direct)
+                return values if out is None or direct is not None else exactly_into(out, values, href)
             src_res = _native_resolution_in(src, gbox)
             with WarpedVRT(
                 src,
@@ -86,9 +99,22 @@ def read_band(href: str, gbox: GeoBox, *, band: int = 1, categorical: bool = Fal
                 src_nodata=src_nodata,
                 nodata=0,
             ) as vrt:
-                return vrt.read(band)
+                warped = vrt.read(band)
+            return warped if out is None else exactly_into(out, warped, href)
     except RasterioError as exc:
         raise InputError(f"{href}: not a readable GeoTIFF/JP2 ({_first_line(exc)})") from None
+
+
+def exactly_into(out: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """out[...] = values when out's type holds every value exactly, else UnfitValues."""
+    if not np.can_cast(values.dtype, out.dtype, "safe"):
+        with np.errstate(invalid="ignore"):
+            converted = values.astype(out.dtype)
+        if not np.array_equal(converted, values):
+            raise UnfitValues(f"{what}: {values.dtype} values that {out.dtype} cannot hold")
+        values = converted
+    out[...] = values
+    return out
 
 
 def block_grid(href: str, gbox: GeoBox) -> tuple[int, int, int, int] | None:
@@ -97,8 +123,8 @@ def block_grid(href: str, gbox: GeoBox) -> tuple[int, int, int, int] | None:
     if not Path(href).is_file():
         return None
     try:
-        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, _):
-            at = alignment(src, gbox) if _in_blocks(src, 1) else None
+        with rasterio.Env(**GDAL_READ_ENV), OPEN_RASTERS.reading(href) as (src, file_key):
+            at = alignment(src, gbox, file_key) if _in_blocks(src, 1) else None
             bh, bw = src.block_shapes[0]
     except RasterioError:
         return None
@@ -113,8 +139,11 @@ def _in_blocks(src: rasterio.io.DatasetReader, band: int) -> bool:
     return min(src.block_shapes[band - 1]) >= MIN_BLOCK_PX
 
 
-def alignment(src: rasterio.io.DatasetReader, gbox: GeoBox) -> Alignment | None:
-    """The alignment of `gbox` on the file's grid, or None when only a warp can map one onto the other."""
+def alignment(
+    src: rasterio.io.DatasetReader, gbox: GeoBox, file_key: Hashable | None = None
+) -> Alignment | None:
+    """The alignment of `gbox` on the file's grid, or None when only a warp can map one onto the
+    other; `file_key` (see OpenRasters) lets the CRS comparison be remembered for that file."""
     s, g = src.transform, gbox.affine
     if src.crs is None or gbox.crs is None or s.b or s.d or g.b or g.d:
         return None
@@ -127,9 +156,25 @@ def alignment(src: rasterio.io.DatasetReader, gbox: GeoBox) -> Alignment | None:
     col, row = (g.c - s.c) / g.a, (g.f - s.f) / g.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
-    if not _same_crs(src.crs, gbox):
+    if not _same_crs_of(src, gbox, file_key):
         return None
     return Alignment(factor, round(row), round(col))
+
+
+#: (file key, grid CRS) -> whether the file is on that CRS: pyproj's EPSG lookup costs more than
+#: the rest of a cached band read.
+_SAME_CRS: dict[tuple[Hashable, str], bool] = {}
+
+
+def _same_crs_of(src: rasterio.io.DatasetReader, gbox: GeoBox, file_key: Hashable | None) -> bool:
+    """Whether the file is on the grid's CRS, remembered per file version when `file_key` is given."""
+    if file_key is None:
+        return _same_crs(src.crs, gbox)
+    key = (file_key, str(gbox.crs))
+    same = _SAME_CRS.get(key)
+    if same is None:
+        same = _SAME_CRS[key] = _same_crs(src.crs, gbox)
+    return same
 
 
 def _same_crs(crs: CRS, gbox: GeoBox) -> bool:
@@ -147,9 +192,13 @@ def _read_aligned(
     at: Alignment,
     src_nodata: float,
     categorical: bool,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`gbox` from an aligned file: the covering window, read once, upsampled by `at.factor`."""
+    """`gbox` from an aligned file: the covering window, read once, upsampled by `at.factor`; into
+    `out` (the file's type, gbox's shape) when given."""
     k, (ny, nx) = at.factor, (gbox.shape.y, gbox.shape.x)
+    if out is None:
+        out = np.empty((ny, nx), src.dtypes[band - 1])
     # File pixel under each grid pixel's centre; grid pixels whose centre is off the file are no data.
     rows = np.floor_divide(at.row + np.arange(ny), k)
     cols = np.floor_divide(at.col + np.arange(nx), k)
@@ -159,18 +208,21 @@ def _read_aligned(
     inside_r = np.flatnonzero((rows >= 0) & (rows < src.height))
     inside_c = np.flatnonzero((cols >= 0) & (cols < src.width))
     if r0 >= r1 or c0 >= c1 or inside_r.size == 0 or inside_c.size == 0:
-        return np.zeros((ny, nx), src.dtypes[band - 1])
+        out[...] = 0
+        return out
     window = Window(c0, r0, c1 - c0, r1 - r0)
+    whole = k == 1 and (r1 - r0, c1 - c0) == (ny, nx)  # the window itself, all of it on the file
+    into = out if whole else None
     if file_key is not None and _in_blocks(src, band):
-        data = DECODED_BLOCKS.read(src, file_key, band, window)
+        data = DECODED_BLOCKS.read(src, file_key, band, window, out=into)
     else:
-        data = src.read(band, window=window)
-    if k == 1 and data.shape == (ny, nx):  # the window itself, all of it on the file
+        data = src.read(band, window=window, out=into)
+    if whole:
         if src_nodata != 0:
-            data[data == src_nodata] = 0
-        return data
-    out = np.zeros((ny, nx), data.dtype)
+            out[out == src_nodata] = 0
+        return out
     rs, cs = slice(inside_r[0], inside_r[-1] + 1), slice(inside_c[0], inside_c[-1] + 1)
+    _zero_outside(out, rs, cs)
     if bilinear:
         _bilinear_upsample(data, src_nodata, at, (r0, c0), inside_r, inside_c, out[rs, cs])
         return out
@@ -180,6 +232,14 @@ def _read_aligned(
     if src_nodata != 0:
         values[values == src_nodata] = 0
     return out
+
+
+def _zero_outside(out: np.ndarray, rs: slice, cs: slice) -> None:
+    """out = 0 outside rows `rs` x columns `cs` (the grid pixels off the file)."""
+    out[: rs.start] = 0
+    out[rs.stop :] = 0
+    out[rs, : cs.start] = 0
+    out[rs, cs.stop :] = 0
 
 
 def _support(first: int, n: int, k: int, bilinear: bool, size: int) -> tuple[int, int]:

@@ -30,7 +30,8 @@ from imagery.errors import InputError, SourceError
 from imagery.sentinel2 import boa_offset
 from imagery.sources.base import Scene
 from imagery.sources.cache import FetchCache, search_settled, validate_raster, write_array_tif
-from imagery.sources.local import read_raw_band, read_scene_bands
+from imagery.sources.local import read_raw_band, read_scene_bands, read_scene_dn
+from imagery.sources.raster import exactly_into
 from imagery.sources.retry import RetryPolicy, TransientError, call_with_retries, http_session, raise_for_http
 
 #: Earth Search v1 asset keys -> Sentinel-2 band ids (catalogues that key assets by band id work too).
@@ -188,6 +189,11 @@ class StacSource:
         """Bands resampled onto `gbox`, each from the cache or fetched once and cached."""
         return read_scene_bands(scene, bands, gbox, self.cached_band, out=out)
 
+    def read_dn(self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray) -> None:
+        """Spectral bands resampled onto `gbox` as digital numbers, from the same cache as `read`
+        (see `local.read_scene_dn`)."""
+        read_scene_dn(scene, bands, gbox, out, self.cached_band)
+
     def band_key(self, scene: Scene, band: str, gbox: GeoBox) -> dict[str, Any]:
         """What a cached band is addressed by: the asset URL and the exact grid window."""
         a = gbox.affine
@@ -198,8 +204,9 @@ class StacSource:
             "shape": [gbox.shape.y, gbox.shape.x],
         }  # fmt: skip
 
-    def cached_band(self, scene: Scene, band: str, gbox: GeoBox) -> np.ndarray:
-        """One band's raw values on `gbox`: from the cache, else downloaded, validated and cached."""
+    def cached_band(self, scene: Scene, band: str, gbox: GeoBox, out: np.ndarray | None = None) -> np.ndarray:
+        """One band's raw values on `gbox`: from the cache, else downloaded, validated and cached;
+        into `out` when given (`raster.UnfitValues` when its type cannot hold them)."""
         shape = (gbox.shape.y, gbox.shape.x)
         path = self.cache.get_or_fetch(
             self.band_key(scene, band, gbox),
@@ -207,7 +214,10 @@ class StacSource:
             validate=lambda tmp: validate_raster(tmp, shape=shape),
         )
         with rasterio.open(path) as src:
-            return src.read(1)
+            if out is not None and out.dtype == src.dtypes[0]:
+                return src.read(1, out=out)
+            values = src.read(1)
+        return values if out is None else exactly_into(out, values, str(path))
 
     def _download(self, scene: Scene, band: str, gbox: GeoBox, tmp: Path) -> None:
         what = f"{scene.id} {band} ({public_href(scene.assets[band])})"
