@@ -48,7 +48,7 @@ from scipy import ndimage
 
 from imagery.components import sieve_mask
 from imagery.morphology import dilate, disk, erode, half_widths
-from imagery.normalize import _valid_pairs, irmad_chi2, irmad_fit
+from imagery.normalize import NoChangeFit, _valid_pairs, irmad_chi2, irmad_fit
 
 #: Widest neighbourhood (pixels) any per-tile operation reads: tiles need this much halo.
 HALO_PX = 8
@@ -530,14 +530,34 @@ def change_evidence(
 # --------------------------------------------------------------------------- fit / apply
 
 
-def fit_change_model(before: np.ndarray, after_normalized: np.ndarray, params: Any) -> ChangeModel:
-    """Fit the pair's global statistics on a sample (windows or a subsample; NaN allowed)."""
+def _reusable(no_change: NoChangeFit, n: int, max_iter: int) -> bool:
+    """Whether an IR-MAD fit is the one `irmad_fit` would make on this n-pixel sample: one
+    probability per pixel, converged within `max_iter` iterations."""
+    return (
+        len(no_change.probability) == n
+        and no_change.model.converged
+        and no_change.model.iterations <= max_iter
+    )
+
+
+def fit_change_model(
+    before: np.ndarray, after_normalized: np.ndarray, params: Any, no_change: NoChangeFit | None = None
+) -> ChangeModel:
+    """Fit the pair's global statistics on a sample (windows or a subsample; NaN allowed).
+
+    `no_change`: the normalisation's IR-MAD fit on the same sample, mapped onto the normalised
+    after bands (`normalize.fit_normalization_no_change`); IR-MAD is invariant to that map, so it
+    is this sample's fit up to rounding and is used instead of fitting again when it converged
+    within ``irmad_max_iter`` iterations."""
     dp = detector_params(params)
     p = before.shape[0]
     xy = _valid_pairs(before, after_normalized)
     if len(xy) < 8 * p:
         raise ValueError(f"fit_change_model: only {len(xy)} valid pixels in the sample")
-    irmad, prob = irmad_fit(xy, max_iter=dp.irmad_max_iter)
+    if no_change is not None and _reusable(no_change, len(xy), dp.irmad_max_iter):
+        irmad, prob = no_change.model, no_change.probability
+    else:
+        irmad, prob = irmad_fit(xy, max_iter=dp.irmad_max_iter)
     # robust per-band noise of the difference on (probable) no-change pixels
     d = xy[:, p:] - xy[:, :p]
     keep = prob > 0.5

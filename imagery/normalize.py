@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -226,6 +227,27 @@ class IrMad(BaseModel):
     rho: list[float]
     iterations: int
     converged: bool
+
+    def for_after_mapped(self, gain: list[float], offset: list[float]) -> IrMad:
+        """The same fit for after bands mapped to ``gain * after + offset`` (gains > 0): CCA and the
+        MAD variates are invariant to a positive linear map of each band, so only the after means
+        and the after canonical vectors (``b`` rows divided by the gain) change."""
+        g = np.asarray(gain, np.float64)
+        return self.model_copy(
+            update={
+                "mean_after": (g * np.asarray(self.mean_after) + np.asarray(offset)).tolist(),
+                "b": (np.asarray(self.b) / g[:, None]).tolist(),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class NoChangeFit:
+    """An IR-MAD fit and the no-change probability of each valid pixel of its sample (in the
+    order `_valid_pairs` takes them), for a second fit on the same sample to start from."""
+
+    model: IrMad
+    probability: np.ndarray
 
 
 def irmad_fit(xy: np.ndarray, *, max_iter: int = 20, tol: float = 1e-4) -> tuple[IrMad, np.ndarray]:
@@ -519,6 +541,25 @@ def fit_normalization(
     pixels, or a gain further than ``max_gain_change`` from 1 in any band, it falls back to
     the identity for that band rather than distorting the image.
     """
+    norm, _ = fit_normalization_no_change(
+        before, after, max_iter=max_iter, tol=tol, min_no_change_prob=min_no_change_prob,
+        min_pixels=min_pixels, max_gain_change=max_gain_change,
+    )  # fmt: skip
+    return norm
+
+
+def fit_normalization_no_change(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    max_iter: int = 20,
+    tol: float = 1e-4,
+    min_no_change_prob: float = 0.5,
+    min_pixels: int = 100,
+    max_gain_change: float = 0.5,
+) -> tuple[Normalization, NoChangeFit | None]:
+    """`fit_normalization` and its IR-MAD fit mapped onto the normalised after bands (None when
+    IR-MAD did not run): the change model's IR-MAD on the normalised sample (`change.fit_change_model`)."""
     p = before.shape[0]
     xy = _valid_pairs(before, after)
     n = len(xy)
@@ -533,14 +574,13 @@ def fit_normalization(
         band_correlations=[],
     )
     if n < max(min_pixels, 4 * p):
-        return identity
+        return identity, None
     model, prob = irmad_fit(xy, max_iter=max_iter, tol=tol)
     keep = prob > min_no_change_prob
     n_nc = int(keep.sum())
     if n_nc < min_pixels:
-        return identity.model_copy(
-            update={"iterations": model.iterations, "canonical_correlations": model.rho}
-        )
+        update = {"iterations": model.iterations, "canonical_correlations": model.rho}
+        return identity.model_copy(update=update), NoChangeFit(model, prob)
     sub = xy[keep]
     w = prob[keep]
     gains, offsets, corrs = [], [], []
@@ -551,7 +591,7 @@ def fit_normalization(
         gains.append(float(gain))
         offsets.append(float(offset))
         corrs.append(float(r))
-    return Normalization(
+    norm = Normalization(
         gain=gains,
         offset=offsets,
         n_pixels=n,
@@ -561,6 +601,8 @@ def fit_normalization(
         canonical_correlations=model.rho,
         band_correlations=corrs,
     )
+    mapped = NoChangeFit(model.for_after_mapped(gains, offsets), prob) if min(gains) > 0 else None
+    return norm, mapped
 
 
 def apply_normalization(after: np.ndarray, norm: Normalization) -> np.ndarray:

@@ -449,8 +449,8 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
         del before, after  # the window composites: only the sample is used from here on
         if b.shape[-1] == 0:
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
-        norm = normalize.fit_normalization(b, a)
-        model = change.fit_change_model(b, normalize.apply_normalization(a, norm), params.change)
+        norm, no_change = normalize.fit_normalization_no_change(b, a)
+        model = change.fit_change_model(b, normalize.apply_normalization(a, norm), params.change, no_change)
     drop_read_caches()  # the tile pass reads other blocks first
     release_free_memory()  # the window composites and the sample are gone
     return PairModel(shift=shift, normalization=norm, change=model)
