@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numba
 import numpy as np
@@ -181,8 +182,7 @@ def _cross_power(ref_f: C64, tgt: F32, weight: F32) -> C64:
     return tgt_f
 
 
-@intrinsic
-def _fma(typingctx, x, y, z):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+def _fma_typer(typingctx, x, y, z):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
     """x * y + z rounded once (float32 or float64): the fused multiply-add of numpy's SIMD loops."""
     if not (isinstance(x, types.Float) and x == y == z):
         return None
@@ -191,6 +191,9 @@ def _fma(typingctx, x, y, z):  # type: ignore[no-untyped-def]  # pragma: no cove
         return builder.fma(*args)
 
     return x(x, y, z), codegen
+
+
+_fma = cast(Callable[[Any, Any, Any], Any], intrinsic(_fma_typer))
 
 
 @numba.njit(cache=True, nogil=True)
