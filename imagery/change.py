@@ -313,17 +313,69 @@ def _keep_smaller(best: np.ndarray, d: np.ndarray) -> None:  # pragma: no cover 
 
 
 def _nan_gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Normalised Gaussian average ignoring NaN (NaN stays NaN); truncated at 3 sigma."""
+    """Normalised Gaussian average ignoring NaN (NaN stays NaN); truncated at 3 sigma.
+
+    scipy's ``gaussian_filter(mode="nearest", truncate=3)`` of the NaN-zeroed values over that
+    of the valid mask, bit for bit, in one compiled pass (`_nan_gaussian_rows`)."""
     if sigma <= 0:
         return x
-    valid = np.isfinite(x)
-    filled = np.where(valid, x, 0).astype(np.float32)
-    num = ndimage.gaussian_filter(filled, sigma, mode="nearest", truncate=3.0)
-    den = ndimage.gaussian_filter(valid.astype(np.float32), sigma, mode="nearest", truncate=3.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
-    out[~valid] = np.nan
-    return out.astype(np.float32, copy=False)
+    src = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(src.shape, np.float32)
+    _nan_gaussian_rows(src, _gaussian_weights(sigma), out)
+    return out
+
+
+def _gaussian_weights(sigma: float) -> np.ndarray:
+    """scipy.ndimage's 1-D Gaussian weights for `sigma` truncated at 3 sigma (float64, symmetric)."""
+    radius = int(3.0 * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    return np.asarray(phi / phi.sum())
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _nan_gaussian_rows(x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """`_nan_gaussian` of the 2-D `x` into `out`, row by row, as scipy computes it: per axis (rows
+    first) each value is ``w0 * v + sum over k = r..1 of (v[-k] + v[+k]) * wk`` in float64 with
+    edge values repeated, rounded to float32 between the axes; then the numerator (NaN-zeroed
+    values) over the denominator (the valid mask) in float32, NaN where `x` is not finite."""
+    h, w = x.shape
+    r = weights.size // 2
+    w0 = weights[r]
+    num = np.empty(w)
+    den = np.empty(w)
+    num_row = np.empty(w + 2 * r, np.float32)  # the rows pass, with r edge copies on either side
+    den_row = np.empty(w + 2 * r, np.float32)
+    for i in range(h):
+        row = x[i]
+        for j in range(w):
+            ok = np.isfinite(row[j])
+            num[j] = (np.float64(row[j]) if ok else 0.0) * w0
+            den[j] = (1.0 if ok else 0.0) * w0
+        for k in range(r, 0, -1):
+            up, down, wk = x[max(i - k, 0)], x[min(i + k, h - 1)], weights[r - k]
+            for j in range(w):
+                u_ok, d_ok = np.isfinite(up[j]), np.isfinite(down[j])
+                u = np.float64(up[j]) if u_ok else 0.0
+                d = np.float64(down[j]) if d_ok else 0.0
+                num[j] += (u + d) * wk
+                den[j] += ((1.0 if u_ok else 0.0) + (1.0 if d_ok else 0.0)) * wk
+        for j in range(w):
+            num_row[r + j] = np.float32(num[j])
+            den_row[r + j] = np.float32(den[j])
+        for j in range(r):
+            num_row[j], den_row[j] = num_row[r], den_row[r]
+            num_row[r + w + j], den_row[r + w + j] = num_row[r + w - 1], den_row[r + w - 1]
+        for j in range(w):
+            num[j] = np.float64(num_row[r + j]) * w0
+            den[j] = np.float64(den_row[r + j]) * w0
+        for k in range(r, 0, -1):
+            wk = weights[r - k]
+            for j in range(w):
+                num[j] += (np.float64(num_row[r + j - k]) + np.float64(num_row[r + j + k])) * wk
+                den[j] += (np.float64(den_row[r + j - k]) + np.float64(den_row[r + j + k])) * wk
+        for j in range(w):
+            out[i, j] = np.float32(num[j]) / np.float32(den[j]) if np.isfinite(row[j]) else np.nan
 
 
 def local_structure_change(
@@ -523,7 +575,7 @@ def change_evidence(
     e = _nan_gaussian(e, dp.smooth_sigma_px)
     if dp.structure_radius_px > 0:
         factor = local_structure_change(b, a, inv_s, dp.structure_radius_px, dp.structure_c)
-        e = (e * np.maximum(factor, 0)).astype(np.float32)
+        e = np.multiply(e, np.maximum(factor, 0, out=factor), out=factor)
     return e
 
 
@@ -593,24 +645,15 @@ def change_score(
 ) -> np.ndarray:
     """Calibrated change score in 0..1 (0.5 = the fitted decision threshold); NaN invalid."""
     dp = detector_params(params)
-    e = change_evidence(before, after_normalized, model, dp)
-    z = (e - np.float32(model.threshold)) / np.float32(dp.softness)
+    score = change_evidence(before, after_normalized, model, dp)  # a new float32 array
+    # 1 / (1 + exp(-(e - T) / softness)), step by step in place (the same float32 operations)
+    score -= np.float32(model.threshold)
+    score /= np.float32(dp.softness)
+    np.negative(score, out=score)
     with np.errstate(over="ignore"):
-        score = 1.0 / (1.0 + np.exp(-z))
-    return score.astype(np.float32, copy=False)
-
-
-def _indices(im: np.ndarray) -> dict[str, np.ndarray]:
-    def nd(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return ((x - y) / np.maximum(x + y, 1e-4)).astype(np.float32)
-
-    return {
-        "ndvi": nd(im[_N], im[_R]),
-        "ndbi": nd(im[_S1], im[_N]),
-        "mndwi": nd(im[_G], im[_S1]),
-        "soil": nd(im[_S1], im[_B]),
-    }
+        np.exp(score, out=score)
+    score += np.float32(1.0)
+    return np.divide(np.float32(1.0), score, out=score)
 
 
 def change_classes(
@@ -629,50 +672,96 @@ def change_classes(
     """
     dp = detector_params(params)
     thr = float(getattr(params, "score_threshold", 0.5))
-    valid = (
-        np.isfinite(score)
-        & np.all(np.isfinite(before), axis=0)
-        & np.all(np.isfinite(after_normalized), axis=0)
-    )
-    changed = valid & (np.nan_to_num(score, nan=0.0) > thr)
-    # the typing is per pixel: computed on the changed pixels only (a few % of a tile)
-    where = np.flatnonzero(changed)
-    b = before.reshape(before.shape[0], -1)[:, where]
-    a = after_normalized.reshape(after_normalized.shape[0], -1)[:, where]
-    ib, ia = _indices(b), _indices(a)
-    veg_b = ib["ndvi"] > dp.ndvi_vegetation
-    veg_a = ia["ndvi"] > dp.ndvi_vegetation
-    wat_b = (ib["mndwi"] > dp.mndwi_water) & (b[_N] < dp.water_nir_max) & ~veg_b
-    wat_a = (ia["mndwi"] > dp.mndwi_water) & (a[_N] < dp.water_nir_max) & ~veg_a
-    dndvi = ia["ndvi"] - ib["ndvi"]
-
-    dsoil = ia["soil"] - ib["soil"]
-
-    typed = np.zeros(where.size, np.uint8)
-    # natural classes first: water on either date (glint, turbidity, flooding) unless the
-    # after pixel became land (reclamation, new construction), then vegetation dynamics
-    land_a = ~wat_a & ~veg_a & (ia["ndbi"] > dp.ndbi_built)
-    water = (wat_b & ~land_a) | (~wat_b & wat_a)
-    veg_gain = ~water & veg_a & (dndvi > dp.veg_gain_dndvi)
-    veg_loss = ~water & ~veg_gain & veg_b & veg_a
-    man = ~(water | veg_gain | veg_loss)
-    # man-made typing from the direction of change: cleared vegetation -> soil disturbance;
-    # water filled or a surface becoming less soil-like (roofs, pavement) -> built-up gain;
-    # a surface becoming more soil-like or brighter bare ground -> built-up loss
-    soil = man & veg_b & ~veg_a
-    gain = man & ~soil & (wat_b | (dsoil < 0))
-    loss = man & ~soil & ~gain
-    typed[soil] = SOIL_DISTURBANCE
-    typed[gain] = BUILT_GAIN
-    typed[loss] = BUILT_LOSS
-    typed[water] = WATER_CHANGE
-    typed[veg_gain] = VEGETATION_GAIN
-    typed[veg_loss] = VEGETATION_LOSS
+    valid = np.empty(score.shape, np.bool_)
     out = np.zeros(score.shape, np.uint8)
-    out.reshape(-1)[where] = typed
+    # thresholds in float32: numpy compares a float32 array with a Python float in float32
+    cuts = np.array(
+        [thr, dp.ndvi_vegetation, dp.mndwi_water, dp.water_nir_max, dp.ndbi_built, dp.veg_gain_dndvi],
+        np.float32,
+    )
+    _type_changes(
+        np.ascontiguousarray(score, np.float32), np.ascontiguousarray(before, np.float32),
+        np.ascontiguousarray(after_normalized, np.float32), cuts, valid, out,
+    )  # fmt: skip
     out = _clean_man_made(out, dp)
-    out[~valid] = NODATA
+    _set_where_invalid(out, valid, NODATA)
     return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _type_changes(
+    score: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    cuts: np.ndarray,
+    valid: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """valid = score and every band of both dates finite; out = the change type of each valid
+    pixel whose score is above cuts[0] (`_change_type`), left as it is elsewhere. Row by row:
+    validity along the row (vectorised), then the type of the row's changed pixels."""
+    nb, h, w = before.shape
+    thr = cuts[0]
+    for i in range(h):
+        ok = valid[i]
+        for j in range(w):
+            ok[j] = np.isfinite(score[i, j])
+        for k in range(nb):
+            b, a = before[k, i], after[k, i]
+            for j in range(w):
+                ok[j] &= np.isfinite(b[j]) & np.isfinite(a[j])
+        for j in range(w):
+            if ok[j] and score[i, j] > thr:
+                out[i, j] = _change_type(before[:, i, j], after[:, i, j], cuts)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _normalised_difference(x: np.float32, y: np.float32) -> np.float32:  # pragma: no cover - compiled
+    """(x - y) / np.maximum(x + y, 1e-4) in float32, as numpy computes it on float32 arrays."""
+    s = x + y
+    floor = np.float32(1e-4)
+    return (x - y) / (s if (s >= floor or np.isnan(s)) else floor)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _change_type(b: np.ndarray, a: np.ndarray, cuts: np.ndarray) -> np.uint8:  # pragma: no cover - compiled
+    """The type of one changed pixel from its bands before (`b`) and after (`a`) in index space
+    (NDVI, NDBI, MNDWI, soil index); `cuts` = score threshold, NDVI of vegetation, MNDWI of water,
+    NIR below which water is water, NDBI of new land, NDVI gain of vegetation gain (float32).
+
+    Natural classes first: water on either date (glint, turbidity, flooding) unless the after
+    pixel became land (reclamation, new construction), then vegetation dynamics. Man-made typing
+    from the direction of change: cleared vegetation -> soil disturbance; water filled or a
+    surface becoming less soil-like (roofs, pavement) -> built-up gain; a surface becoming more
+    soil-like or brighter bare ground -> built-up loss."""
+    veg_cut, water_cut, nir_max, built_cut, gain_cut = cuts[1], cuts[2], cuts[3], cuts[4], cuts[5]
+    ndvi_b = _normalised_difference(b[_N], b[_R])
+    ndvi_a = _normalised_difference(a[_N], a[_R])
+    veg_b = ndvi_b > veg_cut
+    veg_a = ndvi_a > veg_cut
+    wat_b = _normalised_difference(b[_G], b[_S1]) > water_cut and b[_N] < nir_max and not veg_b
+    wat_a = _normalised_difference(a[_G], a[_S1]) > water_cut and a[_N] < nir_max and not veg_a
+    land_a = not wat_a and not veg_a and _normalised_difference(a[_S1], a[_N]) > built_cut
+    if (wat_b and not land_a) or (not wat_b and wat_a):
+        return np.uint8(WATER_CHANGE)
+    if veg_a and ndvi_a - ndvi_b > gain_cut:
+        return np.uint8(VEGETATION_GAIN)
+    if veg_b and veg_a:
+        return np.uint8(VEGETATION_LOSS)
+    if veg_b:  # and not veg_a
+        return np.uint8(SOIL_DISTURBANCE)
+    dsoil = _normalised_difference(a[_S1], a[_B]) - _normalised_difference(b[_S1], b[_B])
+    if wat_b or dsoil < 0:
+        return np.uint8(BUILT_GAIN)
+    return np.uint8(BUILT_LOSS)
+
+
+@numba.njit(cache=True, nogil=True)
+def _set_where_invalid(out: np.ndarray, valid: np.ndarray, value: int) -> None:  # pragma: no cover
+    """out[~valid] = value."""
+    flat, ok = out.reshape(-1), valid.reshape(-1)
+    for p in range(flat.size):
+        flat[p] = flat[p] if ok[p] else value
 
 
 def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
