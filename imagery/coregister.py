@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -723,8 +723,12 @@ def _warp(
     knot_cols: np.ndarray,
     knot_dx: np.ndarray,
     knot_dy: np.ndarray,
+    gain: np.ndarray,
+    offset: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN.
+    """out[b, i, j] = src[b] sampled at global (i + r0 + dy, j + c0 + dx); NaN outside or on NaN;
+    then times gain[b] plus offset[b] in float32 where `gain` has a value per band (row by row,
+    while the row is in cache; empty `gain`: not scaled).
 
     (dx, dy) = the translation/affine model in `coef` plus the bilinear interpolation of the knot
     grid corrections (clamped at the outermost knots; a 1 x 1 grid of zeros adds nothing).
@@ -811,6 +815,16 @@ def _warp(
                     out[b, i],
                 )
             j = end
+        if gain.size:
+            for b in range(nb):
+                _scale_row(out[b, i], gain[b], offset[b])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale_row(row: np.ndarray, gain: np.float32, offset: np.float32) -> None:  # pragma: no cover
+    """row = row * gain + offset, rounded after each step (numpy's `*=` then `+=`)."""
+    for j in range(row.size):
+        row[j] = row[j] * gain + offset
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -921,6 +935,8 @@ def apply_shift(
     origin: tuple[int, int] = (0, 0),
     order: Literal[1, 3] = 3,
     knots: KnotGrid = NO_KNOTS,
+    gain: Sequence[float] | None = None,
+    offset: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Resample a target window (..., H, W) onto the reference grid: out(p) = target(p + shift(p)).
 
@@ -928,7 +944,9 @@ def apply_shift(
 
     Weights depend only on global coordinates, so adjacent windows agree with their union away
     from the edges; NaN where the source falls outside the window or touches a NaN. order: 1
-    bilinear, 3 cubic convolution (sharper; the default).
+    bilinear, 3 cubic convolution (sharper; the default). With `gain` and `offset` (one per
+    band of a (bands, H, W) stack) the result is ``gain * out + offset`` per band, in float32 as
+    `normalize.apply_normalization` computes it, written once instead of copied.
     """
     arr = np.asarray(bands, dtype=np.float32)
     if arr.ndim < 2:
@@ -936,11 +954,18 @@ def apply_shift(
     if order not in (1, 3):
         raise ValueError(f"order must be 1 or 3, got {order}")
     src = np.ascontiguousarray(arr.reshape((-1, *arr.shape[-2:])))
+    scale = np.empty((2, 0), np.float32)
+    if gain is not None or offset is not None:
+        if gain is None or offset is None or arr.ndim != 3 or not len(gain) == len(offset) == len(arr):
+            raise ValueError(f"gain and offset: one each per band of (bands, H, W), got shape {arr.shape}")
+        scale = np.array([gain, offset], np.float32)
     out = np.empty_like(src)
     coef = np.array(
         [model.dx_px, model.dy_px, *model.centre, *model.gradient, *model.extent], dtype=np.float64
     )
     affine = model.method == "local-affine"
-    grid = [np.ascontiguousarray(a, dtype=np.float64) for a in (knots.rows, knots.cols, knots.dx, knots.dy)]
-    _warp(src, out, int(origin[0]), int(origin[1]), coef, affine, int(order), *grid)
+    knot_arrays = (knots.rows, knots.cols, knots.dx, knots.dy)
+    rows, cols, dx, dy = (np.ascontiguousarray(a, np.float64) for a in knot_arrays)
+    r0, c0 = int(origin[0]), int(origin[1])
+    _warp(src, out, r0, c0, coef, affine, int(order), rows, cols, dx, dy, scale[0], scale[1])
     return out.reshape(arr.shape)

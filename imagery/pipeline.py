@@ -470,10 +470,17 @@ def process_tile(
     fitted shift field is applied exactly as on the whole scene; `clock` collects stage seconds.
     """
     clock = clock or StageClock()
-    with clock.stage(COREG):
-        aligned = model.shift.apply(after.bands, origin) if settings.coregistration.enabled else after.bands
+    norm, shift = model.normalization, model.shift
+    if settings.coregistration.enabled:
+        with clock.stage(COREG):  # shifted and normalised in one pass
+            after_n = coregister.apply_shift(
+                after.bands, shift.global_model, origin=origin, knots=shift.knots(), gain=norm.gain,
+                offset=norm.offset,
+            )  # fmt: skip
+    else:
+        with clock.stage(CHANGE):
+            after_n = normalize.apply_normalization(after.bands, norm)
     with clock.stage(CHANGE):
-        after_n = normalize.apply_normalization(aligned, model.normalization)
         score = change.change_score(before.bands, after_n, model.change, settings.change)
         classes = change.change_classes(before.bands, after_n, score, model.change, settings.change)
     return score, classes

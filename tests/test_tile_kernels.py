@@ -25,6 +25,8 @@ from imagery.change import (
     local_structure_change,
 )
 from imagery.config import ChangeParams
+from imagery.coregister import KnotGrid, ShiftModel, apply_shift
+from imagery.normalize import Normalization, apply_normalization
 
 _B, _G, _R, _N, _S1, _S2 = range(6)
 
@@ -164,3 +166,33 @@ def test_change_classes_equal_the_numpy_typing(cuts: dict[str, float]) -> None:
     assert np.array_equal(got, expected)
     counts = np.bincount(got.ravel(), minlength=256)
     assert counts[NODATA] > 0 and (counts[1:7] > 0).sum() >= 4
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_shift_with_gain_and_offset_equals_shift_then_normalisation(order: int) -> None:
+    """The resampler's per-band gain and offset give `apply_normalization` of its plain result,
+    bit for bit (NaN where the sample leaves the window or touches a NaN)."""
+    rng = np.random.default_rng(12)
+    img = rng.normal(0.2, 0.05, (6, 70, 90)).astype(np.float32)
+    img[:, 20:24, 30:37] = np.nan
+    img[2, 50, 60] = np.nan
+    norm = Normalization(
+        gain=rng.uniform(0.8, 1.2, 6).tolist(), offset=rng.normal(0, 0.01, 6).tolist(), n_pixels=1,
+        n_no_change=1, iterations=1, converged=True, canonical_correlations=[0.9] * 6,
+        band_correlations=[0.9] * 6,
+    )  # fmt: skip
+    model = ShiftModel(
+        dx_px=0.4, dy_px=-1.3, method="local-affine", centre=(540.0, 360.0),
+        gradient=(4e-3, -3e-3, 2e-3, 5e-3), extent=(510.0, 570.0, 320.0, 400.0),
+    )  # fmt: skip
+    knots = KnotGrid(
+        np.array([520.0, 560.0]), np.array([310.0, 350.0, 390.0]),
+        np.array([[0.0, 0.6, -0.3], [0.2, 0.0, 0.9]]), np.array([[0.5, 0.0, 0.0], [-0.7, 0.1, 0.0]]),
+    )  # fmt: skip
+    for shift in (model, ShiftModel(dx_px=1.0, dy_px=-2.0, method="global")):
+        kw = {"origin": (500, 300), "order": order, "knots": knots}
+        got = apply_shift(img, shift, gain=norm.gain, offset=norm.offset, **kw)  # type: ignore[arg-type]
+        want = apply_normalization(apply_shift(img, shift, **kw), norm)  # type: ignore[arg-type]
+        assert np.isnan(got).any() and np.array_equal(got, want, equal_nan=True)
+    with pytest.raises(ValueError, match="one each per band"):
+        apply_shift(img, model, gain=norm.gain[:5], offset=norm.offset[:5])
