@@ -273,6 +273,7 @@ def _shift_tolerant_distance(
     out = np.empty((h, w), np.float32)
     best_ba = np.full((ring, w), np.inf, np.float32)
     d = np.empty(w, np.float32)
+    ok = np.empty(w, np.bool_)
     for y in range(h + radius):
         if y < h:
             out[y, :] = np.inf
@@ -288,12 +289,10 @@ def _shift_tolerant_distance(
                     _keep_smaller(ba[x0 + dx : x1 + dx], d[x0:x1])
         done = y - radius  # no later row reaches this one
         if done >= 0:
-            ba = best_ba[done % ring]
+            ba, row = best_ba[done % ring], out[done]
+            _valid_row(b[:, done], a[:, done], ok)
             for x in range(w):
-                ok = True
-                for k in range(nb):
-                    ok &= np.isfinite(b[k, done, x]) & np.isfinite(a[k, done, x])
-                out[done, x] = np.sqrt(max(out[done, x], ba[x])) if ok else np.nan
+                row[x] = np.sqrt(max(row[x], ba[x])) if ok[x] else np.nan
     return out
 
 
@@ -766,40 +765,71 @@ def _set_where_invalid(out: np.ndarray, valid: np.ndarray, value: int) -> None: 
 
 def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
     """Opening then closing of the man-made mask; new pixels take the nearest man-made type."""
-    man = np.isin(classes, MAN_MADE_CLASSES)
+    if not (dp.open_radius_px or dp.close_radius_px):
+        return classes.copy()
+    man = np.empty(classes.shape, np.bool_)
+    _lookup(np.ascontiguousarray(classes), _MAN_MADE_TABLE, man)
     cleaned = man
     if dp.open_radius_px:
         half = half_widths(disk(dp.open_radius_px, dp.open_radius_px))
-        cleaned = dilate(erode(cleaned, half), half)
+        cleaned = erode(man, half)
+        dilate(cleaned, half, out=cleaned)
     if dp.close_radius_px:
         half = half_widths(disk(dp.close_radius_px, dp.close_radius_px))
-        cleaned = erode(dilate(cleaned, half), half)
-    out = classes.copy()
-    out[man & ~cleaned] = NO_CHANGE
-    added = cleaned & ~man
-    if added.any():
+        cleaned = dilate(cleaned, half, out=None if cleaned is man else cleaned)
+        erode(cleaned, half, out=cleaned)
+    out = np.empty_like(classes)
+    added = cleaned  # `_apply_cleaning` turns the cleaned mask into the added pixels
+    if _apply_cleaning(classes, man, added, out):
         # an added pixel lies in the closing's disk around a man-made pixel, so its nearest
         # man-made pixel is less than close_radius_px + 1 away
-        out[added] = _nearest_type(classes, man, added, dp.close_radius_px + 1)[added]
+        _nearest_type(classes, man, added, dp.close_radius_px + 1, out)
     return out
+
+
+#: Class value -> man-made (a 256-entry lookup of MAN_MADE_CLASSES).
+_MAN_MADE_TABLE = np.isin(np.arange(256), MAN_MADE_CLASSES)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(values: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """out = table[values] (uint8 values, same shape)."""
+    flat, dest = values.reshape(-1), out.reshape(-1)
+    for p in range(flat.size):
+        dest[p] = table[flat[p]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply_cleaning(
+    classes: np.ndarray, man: np.ndarray, cleaned: np.ndarray, out: np.ndarray
+) -> bool:  # pragma: no cover - compiled
+    """out = classes with NO_CHANGE where the cleaning removed a man-made pixel; `cleaned`
+    becomes the pixels it added (cleaned and not man-made). True if it added any."""
+    src, m, c, dest = classes.reshape(-1), man.reshape(-1), cleaned.reshape(-1), out.reshape(-1)
+    added = False
+    for p in range(src.size):
+        dest[p] = NO_CHANGE if m[p] and not c[p] else src[p]
+        c[p] = c[p] and not m[p]
+        added |= c[p]
+    return added
 
 
 #: Edge (px) of the blocks `_nearest_type` runs the distance transform on.
 _NEAREST_BLOCK_PX = 64
 
 
-def _nearest_type(classes: np.ndarray, source: np.ndarray, wanted: np.ndarray, reach: int) -> np.ndarray:
-    """The class of the nearest `source` pixel (scipy's Euclidean feature transform) at every
-    `wanted` pixel, for wanted pixels whose nearest source pixel is less than `reach` px away.
+def _nearest_type(
+    classes: np.ndarray, source: np.ndarray, wanted: np.ndarray, reach: int, out: np.ndarray
+) -> None:
+    """out = the class of the nearest `source` pixel (scipy's Euclidean feature transform) at
+    every `wanted` pixel, for wanted pixels whose nearest source pixel is less than `reach` px
+    away; other pixels of `out` are left as they are.
 
     The transform runs only on the blocks holding wanted pixels, each with `reach` px of context
-    (the whole tile's transform cost more than the rest of the typing); 0 elsewhere."""
-    out = np.zeros_like(classes)
+    (the whole tile's transform cost more than the rest of the typing)."""
     height, width = source.shape
     step = _NEAREST_BLOCK_PX
-    rows, cols = np.nonzero(wanted)
-    for block in np.unique((rows // step) * width + cols // step):
-        r0, c0 = int(block // width) * step, int(block % width) * step
+    for r0, c0 in _blocks_with(wanted, step):
         r1, c1 = min(r0 + step, height), min(c0 + step, width)
         y0, x0 = max(r0 - reach, 0), max(c0 - reach, 0)
         near = ndimage.distance_transform_edt(
@@ -808,8 +838,26 @@ def _nearest_type(classes: np.ndarray, source: np.ndarray, wanted: np.ndarray, r
         )  # fmt: skip
         ny = near[0][r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] + y0
         nx = near[1][r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] + x0
-        out[r0:r1, c0:c1] = classes[ny, nx]
-    return out
+        block = wanted[r0:r1, c0:c1]
+        out[r0:r1, c0:c1][block] = classes[ny[block], nx[block]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _blocks_with(mask: np.ndarray, step: int) -> list[tuple[int, int]]:  # pragma: no cover - compiled
+    """(row, col) of the top left corner of each `step` px block holding a set pixel of `mask`."""
+    height, width = mask.shape
+    found = []
+    for r0 in range(0, height, step):
+        for c0 in range(0, width, step):
+            hit = False
+            for r in range(r0, min(r0 + step, height)):
+                for c in range(c0, min(c0 + step, width)):
+                    hit |= mask[r, c]
+                if hit:
+                    break
+            if hit:
+                found.append((r0, c0))
+    return found
 
 
 def drop_small_patches(

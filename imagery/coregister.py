@@ -700,16 +700,6 @@ def _knot(x: float, knots: np.ndarray) -> tuple[int, float]:
     return k, (x - knots[k]) / (knots[k + 1] - knots[k])
 
 
-@numba.njit(cache=True)
-def _bilinear(grid: np.ndarray, kr: int, tr: float, kc: int, tc: float) -> float:
-    """Bilinear interpolation in a knot grid at (kr + tr, kc + tc); degenerate axes have size 1."""
-    r1 = min(kr + 1, grid.shape[0] - 1)
-    c1 = min(kc + 1, grid.shape[1] - 1)
-    top = grid[kr, kc] * (1.0 - tc) + grid[kr, c1] * tc
-    bottom = grid[r1, kc] * (1.0 - tc) + grid[r1, c1] * tc
-    return top * (1.0 - tr) + bottom * tr
-
-
 @numba.njit(cache=True, nogil=True)
 def _warp(
     src: np.ndarray,
@@ -763,10 +753,16 @@ def _warp(
     vy = np.empty(4)
     vx = np.empty(4)
     ntap = 2 if order == 1 else 4
+    # bilinear in the knot grids: along the columns once per window (per knot row), then per row
+    along_dx = _along_columns(knot_dx, kc, tc)
+    along_dy = _along_columns(knot_dy, kc, tc)
+    last_knot_row = knot_dx.shape[0] - 1
     for i in range(h):
         gr = float(i + r0)
         dr = min(max(gr, rmin), rmax) - rc
         kr, tr = _knot(gr, knot_rows)
+        top_dx, bottom_dx = along_dx[kr], along_dx[min(kr + 1, last_knot_row)]
+        top_dy, bottom_dy = along_dy[kr], along_dy[min(kr + 1, last_knot_row)]
         for j in range(w):
             dx = dx0
             dy = dy0
@@ -774,8 +770,8 @@ def _warp(
                 dx += gxr * dr + gxc * dcol[j]
                 dy += gyr * dr + gyc * dcol[j]
             if has_knots:
-                dx += _bilinear(knot_dx, kr, tr, kc[j], tc[j])
-                dy += _bilinear(knot_dy, kr, tr, kc[j], tc[j])
+                dx += top_dx[j] * (1.0 - tr) + bottom_dx[j] * tr
+                dy += top_dy[j] * (1.0 - tr) + bottom_dy[j] * tr
             sy[j] = gr + dy
             sx[j] = gc[j] + dx
         _cubic_weights(sy, r0, h, wy, fy)
@@ -825,6 +821,18 @@ def _scale_row(row: np.ndarray, gain: np.float32, offset: np.float32) -> None:  
     """row = row * gain + offset, rounded after each step (numpy's `*=` then `+=`)."""
     for j in range(row.size):
         row[j] = row[j] * gain + offset
+
+
+@numba.njit(cache=True, nogil=True)
+def _along_columns(grid: np.ndarray, kc: np.ndarray, tc: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """grid[r, kc] * (1 - tc) + grid[r, kc + 1] * tc for every knot row r and column j (the
+    right knot clamped to the last): the first step of the knot grid's bilinear interpolation."""
+    last = grid.shape[1] - 1
+    out = np.empty((grid.shape[0], kc.size))
+    for r in range(grid.shape[0]):
+        for j in range(kc.size):
+            out[r, j] = grid[r, kc[j]] * (1.0 - tc[j]) + grid[r, min(kc[j] + 1, last)] * tc[j]
+    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

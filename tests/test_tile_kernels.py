@@ -9,6 +9,7 @@ from scipy import ndimage
 from imagery.change import (
     BUILT_GAIN,
     BUILT_LOSS,
+    MAN_MADE_CLASSES,
     NODATA,
     SOIL_DISTURBANCE,
     VEGETATION_GAIN,
@@ -16,7 +17,6 @@ from imagery.change import (
     WATER_CHANGE,
     ChangeModel,
     DetectorParams,
-    _clean_man_made,
     _nan_gaussian,
     _shift_tolerant_distance,
     change_classes,
@@ -26,6 +26,7 @@ from imagery.change import (
 )
 from imagery.config import ChangeParams
 from imagery.coregister import KnotGrid, ShiftModel, apply_shift
+from imagery.morphology import disk
 from imagery.normalize import Normalization, apply_normalization
 
 _B, _G, _R, _N, _S1, _S2 = range(6)
@@ -137,8 +138,28 @@ def _numpy_change_classes(
         typed[mask] = value
     out = np.zeros(score.shape, np.uint8)
     out.reshape(-1)[where] = typed
-    out = _clean_man_made(out, dp)
+    out = _scipy_clean_man_made(out, dp)
     out[~valid] = NODATA
+    return out
+
+
+def _scipy_clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
+    """Opening and closing of the man-made mask with scipy; added pixels take the class of the
+    nearest man-made pixel by the whole window's Euclidean feature transform."""
+    man = np.isin(classes, MAN_MADE_CLASSES)
+    cleaned = man
+    if dp.open_radius_px:
+        square = disk(dp.open_radius_px, dp.open_radius_px)
+        cleaned = ndimage.binary_dilation(ndimage.binary_erosion(cleaned, square, border_value=1), square)
+    if dp.close_radius_px:
+        square = disk(dp.close_radius_px, dp.close_radius_px)
+        cleaned = ndimage.binary_erosion(ndimage.binary_dilation(cleaned, square), square, border_value=1)
+    out = classes.copy()
+    out[man & ~cleaned] = 0
+    added = cleaned & ~man
+    if added.any():
+        near = ndimage.distance_transform_edt(~man, return_distances=False, return_indices=True)
+        out[added] = classes[near[0], near[1]][added]
     return out
 
 
@@ -146,6 +167,9 @@ def _numpy_change_classes(
     "cuts",
     [
         {},
+        {"open_radius_px": 0, "close_radius_px": 2},
+        {"open_radius_px": 2, "close_radius_px": 0},
+        {"open_radius_px": 0, "close_radius_px": 0},
         {"ndvi_vegetation": 0.2, "mndwi_water": 0.2, "veg_gain_dndvi": 0.2, "water_nir_max": 0.3},
         {"ndvi_vegetation": 0.0, "mndwi_water": 0.0, "ndbi_built": 0.2, "veg_gain_dndvi": 0.0},
     ],
