@@ -72,9 +72,9 @@ def _median_of_valid_looks(
     out: np.ndarray,
     count: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """One pass over the stack, row by row: the row's values as reflectance (`_reflectance_rows`),
-    with three looks the median of three of every pixel and, beside it, which looks have every band
-    finite; then the pixels with fewer valid looks."""
+    """One pass over the stack, row by row: with three looks the median of three of every pixel
+    and, beside it, which looks have every band finite; then the pixels with fewer valid looks.
+    Values are read as reflectance (`_reflectance`: digital numbers converted when `dn`)."""
     n_looks, n_bands, ny, nx = stack.shape
     n_days = day.max() + 1
     taken = np.zeros(n_days, np.bool_)
@@ -83,16 +83,16 @@ def _median_of_valid_looks(
     pick = np.empty(n_looks, np.intp)
     buf = np.empty(n_looks, np.float32)
     rest = np.empty(nx, np.intp)
-    rows = np.empty((n_looks, n_bands, nx), np.float32)
     for y in range(ny):
-        _reflectance_rows(stack, y, dn, offsets, scale, rows)
         finite[:] = 0
         for b in range(n_bands):
             if n_looks == 3:
-                _median_of_three(rows[0, b], rows[1, b], rows[2, b], out[b, y], finite)
+                _median_of_three(
+                    stack[0, b, y], stack[1, b, y], stack[2, b, y], dn, offsets, scale, out[b, y], finite
+                )
             else:
                 for look in range(n_looks):
-                    _add_nan_of(rows[look, b], finite[look])
+                    _add_nan_of(stack[look, b, y], dn, offsets[look], scale, finite[look])
         for look in range(n_looks):
             _valid_look(clear[look, y], finite[look], use[look])
         if n_days < n_looks:  # one look per day: the first valid granule
@@ -118,39 +118,31 @@ def _median_of_valid_looks(
                     m += 1
             for b in range(n_bands):
                 for i in range(m):
-                    buf[i] = rows[pick[i], b, x]
+                    buf[i] = _reflectance(stack[pick[i], b, y, x], dn, offsets[pick[i]], scale)
                 out[b, y, x] = _median(buf, m) if m else np.nan
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _reflectance_rows(
-    stack: np.ndarray, y: int, dn: bool, offsets: np.ndarray, scale: np.float32, rows: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """rows[look, band] = row `y` of the stack as float32 reflectance: digital numbers (`dn`)
-    converted exactly as `raster.to_reflectance` converts them (0 -> NaN), else copied."""
-    n_looks, n_bands, _, nx = stack.shape
-    for look in range(n_looks):
-        offset = offsets[look]
-        for b in range(n_bands):
-            src, dst = stack[look, b, y], rows[look, b]
-            if not dn:
-                for x in range(nx):
-                    dst[x] = src[x]
-            elif offset != 0:
-                for x in range(nx):
-                    v = src[x]
-                    dst[x] = (np.float32(v) + offset) * scale if v != 0 else np.float32(np.nan)
-            else:
-                for x in range(nx):
-                    v = src[x]
-                    dst[x] = np.float32(v) * scale if v != 0 else np.float32(np.nan)
+def _reflectance(
+    value: float, dn: bool, offset: np.float32, scale: np.float32
+) -> np.float32:  # pragma: no cover
+    """A stack value as float32 reflectance: a digital number (`dn`) exactly as
+    `raster.to_reflectance` converts it ((DN + offset) * scale; 0 -> NaN; adding an offset of 0
+    changes no DN), else the value itself."""
+    if not dn:
+        return np.float32(value)
+    if value == 0:
+        return np.float32(np.nan)
+    return (np.float32(value) + offset) * scale
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_nan_of(values: np.ndarray, finite: np.ndarray) -> None:  # pragma: no cover - compiled
-    """finite += 0 * values: stays 0 where every band added so far is finite, NaN elsewhere."""
+def _add_nan_of(
+    values: np.ndarray, dn: bool, offset: np.float32, scale: np.float32, finite: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """finite += 0 * reflectance: stays 0 where every band added so far is finite, NaN elsewhere."""
     for x in range(finite.size):
-        finite[x] += values[x] * np.float32(0)
+        finite[x] += _reflectance(values[x], dn, offset, scale) * np.float32(0)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -171,14 +163,25 @@ def _add_bool(count: np.ndarray, flag: np.ndarray) -> None:  # pragma: no cover 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _median_of_three(
-    v0: np.ndarray, v1: np.ndarray, v2: np.ndarray, out: np.ndarray, finite: np.ndarray
+    v0: np.ndarray,
+    v1: np.ndarray,
+    v2: np.ndarray,
+    dn: bool,
+    offsets: np.ndarray,
+    scale: np.float32,
+    out: np.ndarray,
+    finite: np.ndarray,
 ) -> None:  # pragma: no cover
-    """out = max(min(v0, v1), min(max(v0, v1), v2)) element by element, as selects (vectorised),
-    and `_add_nan_of` for each of the three looks (finite[0..2]) while their values are at hand."""
+    """out = max(min(v0, v1), min(max(v0, v1), v2)) element by element for the three looks' rows
+    (as reflectance), as selects (vectorised), and `_add_nan_of` for each of the three looks
+    (finite[0..2]) while their values are at hand."""
+    o0, o1, o2 = offsets[0], offsets[1], offsets[2]
     f0, f1, f2 = finite[0], finite[1], finite[2]
     zero = np.float32(0)
     for x in range(out.size):
-        a, b, c = v0[x], v1[x], v2[x]
+        a = _reflectance(v0[x], dn, o0, scale)
+        b = _reflectance(v1[x], dn, o1, scale)
+        c = _reflectance(v2[x], dn, o2, scale)
         f0[x] += a * zero
         f1[x] += b * zero
         f2[x] += c * zero

@@ -192,7 +192,7 @@ def read_scene_bands(
     for i, band in enumerate(bands):
         raw = read_raw(scene, band, gbox)
         if band == "SCL":
-            data[band] = raw.astype(np.uint8)
+            data[band] = raw.astype(np.uint8, copy=False)
         else:
             data[band] = to_reflectance(raw, scene.boa_offset, out=None if out is None else out[i])
     return data
