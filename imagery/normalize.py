@@ -524,28 +524,9 @@ def _orthogonal_regression(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple
     return gain, my - gain * mx, r
 
 
-def fit_normalization(
-    before: np.ndarray,
-    after: np.ndarray,
-    *,
-    max_iter: int = 20,
-    tol: float = 1e-4,
-    min_no_change_prob: float = 0.5,
-    min_pixels: int = 100,
-    max_gain_change: float = 0.5,
-) -> Normalization:
-    """Fit the per-band normalisation of ``after`` onto ``before`` from no-change pixels.
-
-    ``before``/``after``: (p, ...) float arrays, NaN = invalid; any sample of the scene (the
-    pipeline concatenates windows or subsamples). With fewer than ``min_pixels`` invariant
-    pixels, or a gain further than ``max_gain_change`` from 1 in any band, it falls back to
-    the identity for that band rather than distorting the image.
-    """
-    norm, _ = fit_normalization_no_change(
-        before, after, max_iter=max_iter, tol=tol, min_no_change_prob=min_no_change_prob,
-        min_pixels=min_pixels, max_gain_change=max_gain_change,
-    )  # fmt: skip
-    return norm
+def fit_normalization(before: np.ndarray, after: np.ndarray) -> Normalization:
+    """`fit_normalization_no_change` with its default settings, without the IR-MAD fit."""
+    return fit_normalization_no_change(before, after)[0]
 
 
 def fit_normalization_no_change(
@@ -558,8 +539,15 @@ def fit_normalization_no_change(
     min_pixels: int = 100,
     max_gain_change: float = 0.5,
 ) -> tuple[Normalization, NoChangeFit | None]:
-    """`fit_normalization` and its IR-MAD fit mapped onto the normalised after bands (None when
-    IR-MAD did not run): the change model's IR-MAD on the normalised sample (`change.fit_change_model`)."""
+    """Fit the per-band normalisation of ``after`` onto ``before`` from no-change pixels; also its
+    IR-MAD fit mapped onto the normalised after bands (None when IR-MAD did not run), which is the
+    change model's IR-MAD on the normalised sample (`change.fit_change_model`).
+
+    ``before``/``after``: (p, ...) float arrays, NaN = invalid; any sample of the scene (the
+    pipeline concatenates windows or subsamples). With fewer than ``min_pixels`` invariant
+    pixels, or a gain further than ``max_gain_change`` from 1 in any band, it falls back to
+    the identity for that band rather than distorting the image.
+    """
     p = before.shape[0]
     xy = _valid_pairs(before, after)
     n = len(xy)
