@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -14,6 +15,8 @@ import numpy as np
 import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.shutil import copy as rio_copy
+
+from imagery.overviews import with_average_overviews
 
 #: change_class.tif codes, names and colours (RGBA) shown in QGIS and the report.
 CHANGE_CLASSES: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -45,8 +48,9 @@ def in_classes(classes: np.ndarray, group: tuple[int, ...]) -> np.ndarray:
     return np.isin(classes, group)
 
 
+COG_BLOCKSIZE = 512
 COG_OPTIONS = {
-    "BLOCKSIZE": 512,
+    "BLOCKSIZE": COG_BLOCKSIZE,
     "COMPRESS": "DEFLATE",
     "LEVEL": 6,
     "OVERVIEWS": "IGNORE_EXISTING",
@@ -128,7 +132,14 @@ def write_cog(
         del options["PREDICTOR"]
     options["RESAMPLING"] = "NEAREST" if categorical else "AVERAGE"
     with rasterio.Env(**COG_TMP_ENV), atomic_path(final) as tmp:
-        rio_copy(scratch, tmp, driver="COG", **options)
+        with rasterio.open(scratch) as ds:
+            averaged_here = not categorical and ds.dtypes[0] == "float32" and math.isnan(ds.nodata or 0.0)
+        if not averaged_here:
+            rio_copy(scratch, tmp, driver="COG", **options)
+        else:  # the same overviews, averaged in a compiled pass (imagery/overviews.py)
+            with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as folder:
+                source = with_average_overviews(scratch, Path(folder), COG_BLOCKSIZE)
+                rio_copy(source, tmp, driver="COG", **(options | {"OVERVIEWS": "FORCE_USE_EXISTING"}))
     return final
 
 

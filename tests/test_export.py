@@ -5,11 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from rasterio.shutil import copy as rio_copy
 
-from imagery.export import SCORE_MAX_ERROR, finish_cog, in_classes, scratch_raster
+from imagery.export import (
+    COG_BLOCKSIZE,
+    COG_OPTIONS,
+    COG_TMP_ENV,
+    SCORE_MAX_ERROR,
+    finish_cog,
+    in_classes,
+    scratch_raster,
+)
+from imagery.overviews import level_shapes
 
 
 def _scratch(path: Path, data: np.ndarray) -> Path:
@@ -48,3 +59,35 @@ def test_class_membership_equals_isin_for_every_value() -> None:
         np.testing.assert_array_equal(in_classes(values, group), np.isin(values, group), err_msg=str(group))
     wide = values.astype(np.int32) - 3  # other dtypes (negative values too) take the general path
     np.testing.assert_array_equal(in_classes(wide, (1, 2, 3)), np.isin(wide, (1, 2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "max_error"), [((1301, 777), 0.0), ((2100, 1030), SCORE_MAX_ERROR), ((1024, 1536), 0.0)]
+)
+def test_score_cog_with_overviews_averaged_here_equals_gdals_own(
+    tmp_path: Path, shape: tuple[int, int], max_error: float
+) -> None:
+    """The score COG, whose average overviews are computed by imagery/overviews.py, is byte for byte
+    the COG GDAL's driver makes averaging them itself: odd sizes (pixel fractions weighted), NaN
+    holes, a level with no valid pixel in a window, signed zeros and tiny values."""
+    rng = np.random.default_rng(sum(shape))
+    score = (1 / (1 + np.exp(-(rng.gamma(1.5, 1.0, shape) - 3.5)))).astype(np.float32)
+    score[:130, :300] = np.nan
+    score[rng.random(shape) < 0.05] = np.nan
+    score[500:520, 600:640] = -0.0
+    score[700:710, :50] = np.float32(1e-30)
+    scratch = _scratch(tmp_path / "score_scratch.tif", score)
+    ours = finish_cog(scratch, tmp_path / "ours.tif", description="s", categorical=False,
+                      predictor="FLOATING_POINT", max_error=max_error)  # fmt: skip
+    options: dict[str, object] = dict(COG_OPTIONS, RESAMPLING="AVERAGE", OVERVIEWS="IGNORE_EXISTING")
+    options |= (
+        {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": max_error}
+        if max_error
+        else {"PREDICTOR": "FLOATING_POINT"}
+    )
+    with rasterio.Env(**COG_TMP_ENV):
+        rio_copy(scratch, tmp_path / "gdal.tif", driver="COG", **options)
+    with rasterio.open(ours) as ds:
+        assert len(ds.overviews(1)) == len(level_shapes(*shape, COG_BLOCKSIZE)) > 0
+    assert ours.read_bytes() == (tmp_path / "gdal.tif").read_bytes()
+    assert not list(tmp_path.glob(".ours*"))  # the overview levels and their VRT are gone
