@@ -27,6 +27,7 @@ from imagery.components import strip_bounds
 from imagery.composite import median_composite
 from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
+from imagery.fit_sample import any_valid, sample_pixels
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
 from imagery.heap import release_free_memory
 from imagery.masking import clear_of_flags
@@ -365,17 +366,6 @@ def read_windows(plan: RunPlan) -> list[GeoBox]:
     return [*fit, *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
 
 
-def _sample_pixels(before: np.ndarray, after: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Jointly valid pixels of a window as (bands, 1, n) arrays, subsampled to FIT_MAX_PIXELS."""
-    ok = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
-    idx = np.flatnonzero(ok)
-    if idx.size > FIT_MAX_PIXELS:
-        idx = np.sort(np.random.default_rng(seed).choice(idx, FIT_MAX_PIXELS, replace=False))
-    b = before.reshape(before.shape[0], -1)[:, idx][:, None, :]
-    a = after.reshape(after.shape[0], -1)[:, idx][:, None, :]
-    return b, a
-
-
 def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoints:
     """Match the NIR composites of both periods on the tie-point grid of one tile (with its halo).
 
@@ -429,7 +419,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
             ]
             tiles = [pool.submit(tile_tie_points, plan, source, t) for t in plan.tiles() if coreg.enabled]
             before, after = (f.result() for f in periods)
-        if not np.isfinite(before.bands).all(axis=0).any() or not np.isfinite(after.bands).all(axis=0).any():
+        if not any_valid(before.bands) or not any_valid(after.bands):
             raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
         if coreg.enabled:
             with clock.stage(COREG):
@@ -445,7 +435,7 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
     finally:
         pool.shutdown(cancel_futures=True)  # on an error, the tiles not started yet are dropped
     with clock.stage(CHANGE):
-        b, a = _sample_pixels(before.bands, after.bands)
+        b, a = sample_pixels(before.bands, after.bands, FIT_MAX_PIXELS)
         del before, after  # the window composites: only the sample is used from here on
         if b.shape[-1] == 0:
             raise InputError("no valid pixels common to the before and after scenes after co-registration")
