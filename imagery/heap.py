@@ -3,6 +3,9 @@
 glibc keeps freed memory of mid-sized arrays (decoded blocks, window reads) in its per-thread
 heaps, where long-lived neighbours pin it: after the pair fit and 28 Lima tiles on two threads the
 process held 1.2 GiB resident for 0.5 GiB in use. `malloc_trim` returns it (measured: 0.5 GiB).
+Between tiles the free memory is what the next tile allocates again, so there it is returned
+only above a bound (`release_free_memory(keep_bytes)`): memory given back is faulted in and
+zeroed again by the next tile.
 """
 
 from __future__ import annotations
@@ -10,21 +13,48 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from functools import cache
+from typing import Any
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (all fields size_t)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                     "fordblks", "keepcost")
+    ]  # fmt: skip
 
 
 @cache
-def _malloc_trim() -> ctypes._NamedFuncPointer | None:
-    name = ctypes.util.find_library("c")
+def _libc_call(name: str, restype: type | None = None) -> Any:
+    """A function of the C library by name (a ctypes function), or None where there is none
+    (not glibc: musl, macOS; or a glibc without it)."""
+    path = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        function = getattr(ctypes.CDLL(path), name, None) if path else None
+    except OSError:
         return None
+    if function is not None and restype is not None:
+        function.restype = restype
+    return function
 
 
-def release_free_memory() -> bool:
-    """Return the heap's free pages to the system (glibc); False where there is no such call."""
-    trim = _malloc_trim()
+def free_heap_bytes() -> int | None:
+    """Bytes the heap holds free in all its arenas (glibc's mallinfo2), None where unknown."""
+    info = _libc_call("mallinfo2", _MallInfo2)
+    return None if info is None else int(info().fordblks)
+
+
+def release_free_memory(keep_bytes: int = 0) -> bool:
+    """Return the heap's free pages to the system (glibc) unless it holds at most `keep_bytes`
+    free (0: always); True if it did, False where there is no such call or nothing to do."""
+    trim = _libc_call("malloc_trim")
     if trim is None:
         return False
+    if keep_bytes:
+        free = free_heap_bytes()
+        if free is not None and free <= keep_bytes:
+            return False
     trim(0)
     return True
