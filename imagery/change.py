@@ -283,7 +283,13 @@ def _shift_tolerant_distance(
                 for dx in range(-radius, radius + 1):
                     x0, x1 = max(0, -dx), min(w, w - dx)
                     d[x0:x1] = 0.0
-                    for k in range(nb):
+                    for k in range(0, nb - 1, 2):  # two bands a pass over d: half its loads and stores
+                        _add_scaled_squares(
+                            d[x0:x1], a[k, yy, x0 + dx : x1 + dx], b[k, y, x0:x1], inv_s[k],
+                            a[k + 1, yy, x0 + dx : x1 + dx], b[k + 1, y, x0:x1], inv_s[k + 1],
+                        )  # fmt: skip
+                    if nb % 2:
+                        k = nb - 1
                         _add_scaled_square(d[x0:x1], a[k, yy, x0 + dx : x1 + dx], b[k, y, x0:x1], inv_s[k])
                     _keep_smaller(out[y, x0:x1], d[x0:x1])
                     _keep_smaller(ba[x0 + dx : x1 + dx], d[x0:x1])
@@ -302,6 +308,18 @@ def _add_scaled_square(d: np.ndarray, a: np.ndarray, b: np.ndarray, s: float) ->
     for x in range(d.size):
         t = (a[x] - b[x]) * s
         d[x] += t * t
+
+
+@numba.njit(fastmath={"contract"}, cache=True, nogil=True, inline="always")
+def _add_scaled_squares(
+    d: np.ndarray, a0: np.ndarray, b0: np.ndarray, s0: float, a1: np.ndarray, b1: np.ndarray, s1: float
+) -> None:  # pragma: no cover - compiled
+    """`_add_scaled_square` of two bands, the first added first (the same roundings)."""
+    for x in range(d.size):
+        t0 = (a0[x] - b0[x]) * s0
+        t1 = (a1[x] - b1[x]) * s1
+        v = d[x] + t0 * t0
+        d[x] = v + t1 * t1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -671,8 +689,7 @@ def change_classes(
     """
     dp = detector_params(params)
     thr = float(getattr(params, "score_threshold", 0.5))
-    valid = np.empty(score.shape, np.bool_)
-    out = np.zeros(score.shape, np.uint8)
+    out = np.empty(score.shape, np.uint8)
     # thresholds in float32: numpy compares a float32 array with a Python float in float32
     cuts = np.array(
         [thr, dp.ndvi_vegetation, dp.mndwi_water, dp.water_nir_max, dp.ndbi_built, dp.veg_gain_dndvi],
@@ -680,11 +697,9 @@ def change_classes(
     )
     _type_changes(
         np.ascontiguousarray(score, np.float32), np.ascontiguousarray(before, np.float32),
-        np.ascontiguousarray(after_normalized, np.float32), cuts, valid, out,
+        np.ascontiguousarray(after_normalized, np.float32), cuts, out,
     )  # fmt: skip
-    out = _clean_man_made(out, dp)
-    _set_where_invalid(out, valid, NODATA)
-    return out
+    return _clean_man_made(out, dp)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -693,25 +708,29 @@ def _type_changes(
     before: np.ndarray,
     after: np.ndarray,
     cuts: np.ndarray,
-    valid: np.ndarray,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """valid = score and every band of both dates finite; out = the change type of each valid
-    pixel whose score is above cuts[0] (`_change_type`), left as it is elsewhere. Row by row:
-    validity along the row (vectorised), then the type of the row's changed pixels."""
+    """out = NODATA where the score or a band of either date is not finite, else the change
+    type (`_change_type`) where the score is above cuts[0], else NO_CHANGE. Row by row: validity
+    along the row (vectorised), then the type of the row's changed pixels."""
     nb, h, w = before.shape
     thr = cuts[0]
+    ok = np.empty(w, np.bool_)
     for i in range(h):
-        ok = valid[i]
+        row = score[i]
         for j in range(w):
-            ok[j] = np.isfinite(score[i, j])
+            ok[j] = np.isfinite(row[j])
         for k in range(nb):
             b, a = before[k, i], after[k, i]
             for j in range(w):
                 ok[j] &= np.isfinite(b[j]) & np.isfinite(a[j])
         for j in range(w):
-            if ok[j] and score[i, j] > thr:
+            if not ok[j]:
+                out[i, j] = NODATA
+            elif row[j] > thr:
                 out[i, j] = _change_type(before[:, i, j], after[:, i, j], cuts)
+            else:
+                out[i, j] = NO_CHANGE
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -755,20 +774,13 @@ def _change_type(b: np.ndarray, a: np.ndarray, cuts: np.ndarray) -> np.uint8:  #
     return np.uint8(BUILT_LOSS)
 
 
-@numba.njit(cache=True, nogil=True)
-def _set_where_invalid(out: np.ndarray, valid: np.ndarray, value: int) -> None:  # pragma: no cover
-    """out[~valid] = value."""
-    flat, ok = out.reshape(-1), valid.reshape(-1)
-    for p in range(flat.size):
-        flat[p] = flat[p] if ok[p] else value
-
-
 def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
-    """Opening then closing of the man-made mask; new pixels take the nearest man-made type."""
+    """Opening then closing of the man-made mask; new pixels take the nearest man-made type (no
+    data stays no data)."""
     if not (dp.open_radius_px or dp.close_radius_px):
         return classes.copy()
-    man = np.empty(classes.shape, np.bool_)
-    _lookup(np.ascontiguousarray(classes), _MAN_MADE_TABLE, man)
+    # MAN_MADE_CLASSES are BUILT_GAIN.. BUILT_LOSS: one unsigned range test (0 and 255 wrap above)
+    man = (classes - np.uint8(BUILT_GAIN)) < np.uint8(len(MAN_MADE_CLASSES))
     cleaned = man
     if dp.open_radius_px:
         half = half_widths(disk(dp.open_radius_px, dp.open_radius_px))
@@ -779,38 +791,36 @@ def _clean_man_made(classes: np.ndarray, dp: DetectorParams) -> np.ndarray:
         cleaned = dilate(cleaned, half, out=None if cleaned is man else cleaned)
         erode(cleaned, half, out=cleaned)
     out = np.empty_like(classes)
+    step = _NEAREST_BLOCK_PX
+    blocks = np.zeros((-(-classes.shape[0] // step), -(-classes.shape[1] // step)), np.bool_)
     added = cleaned  # `_apply_cleaning` turns the cleaned mask into the added pixels
-    if _apply_cleaning(classes, man, added, out):
+    if _apply_cleaning(np.ascontiguousarray(classes), man, added, out, blocks, step):
         # an added pixel lies in the closing's disk around a man-made pixel, so its nearest
         # man-made pixel is less than close_radius_px + 1 away
-        _nearest_type(classes, man, added, dp.close_radius_px + 1, out)
+        _nearest_type(classes, man, added, blocks, dp.close_radius_px + 1, out)
     return out
-
-
-#: Class value -> man-made (a 256-entry lookup of MAN_MADE_CLASSES).
-_MAN_MADE_TABLE = np.isin(np.arange(256), MAN_MADE_CLASSES)
-
-
-@numba.njit(cache=True, nogil=True)
-def _lookup(values: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
-    """out = table[values] (uint8 values, same shape)."""
-    flat, dest = values.reshape(-1), out.reshape(-1)
-    for p in range(flat.size):
-        dest[p] = table[flat[p]]
 
 
 @numba.njit(cache=True, nogil=True)
 def _apply_cleaning(
-    classes: np.ndarray, man: np.ndarray, cleaned: np.ndarray, out: np.ndarray
+    classes: np.ndarray, man: np.ndarray, cleaned: np.ndarray, out: np.ndarray, blocks: np.ndarray, step: int
 ) -> bool:  # pragma: no cover - compiled
     """out = classes with NO_CHANGE where the cleaning removed a man-made pixel; `cleaned`
-    becomes the pixels it added (cleaned and not man-made). True if it added any."""
-    src, m, c, dest = classes.reshape(-1), man.reshape(-1), cleaned.reshape(-1), out.reshape(-1)
+    becomes the pixels it added (cleaned, not man-made and not NODATA), `blocks` marks the
+    `step` px blocks holding them. True if it added any."""
     added = False
-    for p in range(src.size):
-        dest[p] = NO_CHANGE if m[p] and not c[p] else src[p]
-        c[p] = c[p] and not m[p]
-        added |= c[p]
+    for i in range(classes.shape[0]):
+        src, m, c, dest = classes[i], man[i], cleaned[i], out[i]
+        row_added = False
+        for j in range(src.size):
+            dest[j] = NO_CHANGE if m[j] and not c[j] else src[j]
+            c[j] = c[j] and not m[j] and src[j] != NODATA
+            row_added |= c[j]
+        if row_added:
+            added = True
+            for j in range(src.size):
+                if c[j]:
+                    blocks[i // step, j // step] = True
     return added
 
 
@@ -819,17 +829,24 @@ _NEAREST_BLOCK_PX = 64
 
 
 def _nearest_type(
-    classes: np.ndarray, source: np.ndarray, wanted: np.ndarray, reach: int, out: np.ndarray
+    classes: np.ndarray,
+    source: np.ndarray,
+    wanted: np.ndarray,
+    blocks: np.ndarray,
+    reach: int,
+    out: np.ndarray,
 ) -> None:
     """out = the class of the nearest `source` pixel (scipy's Euclidean feature transform) at
     every `wanted` pixel, for wanted pixels whose nearest source pixel is less than `reach` px
-    away; other pixels of `out` are left as they are.
+    away; other pixels of `out` are left as they are. `blocks` marks the `_NEAREST_BLOCK_PX`
+    blocks holding wanted pixels.
 
-    The transform runs only on the blocks holding wanted pixels, each with `reach` px of context
-    (the whole tile's transform cost more than the rest of the typing)."""
+    The transform runs only on those blocks, each with `reach` px of context (the whole tile's
+    transform cost more than the rest of the typing)."""
     height, width = source.shape
     step = _NEAREST_BLOCK_PX
-    for r0, c0 in _blocks_with(wanted, step):
+    for by, bx in zip(*np.nonzero(blocks), strict=True):
+        r0, c0 = int(by) * step, int(bx) * step
         r1, c1 = min(r0 + step, height), min(c0 + step, width)
         y0, x0 = max(r0 - reach, 0), max(c0 - reach, 0)
         near = ndimage.distance_transform_edt(
@@ -840,24 +857,6 @@ def _nearest_type(
         nx = near[1][r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] + x0
         block = wanted[r0:r1, c0:c1]
         out[r0:r1, c0:c1][block] = classes[ny[block], nx[block]]
-
-
-@numba.njit(cache=True, nogil=True)
-def _blocks_with(mask: np.ndarray, step: int) -> list[tuple[int, int]]:  # pragma: no cover - compiled
-    """(row, col) of the top left corner of each `step` px block holding a set pixel of `mask`."""
-    height, width = mask.shape
-    found = []
-    for r0 in range(0, height, step):
-        for c0 in range(0, width, step):
-            hit = False
-            for r in range(r0, min(r0 + step, height)):
-                for c in range(c0, min(c0 + step, width)):
-                    hit |= mask[r, c]
-                if hit:
-                    break
-            if hit:
-                found.append((r0, c0))
-    return found
 
 
 def drop_small_patches(

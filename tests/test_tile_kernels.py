@@ -17,6 +17,7 @@ from imagery.change import (
     WATER_CHANGE,
     ChangeModel,
     DetectorParams,
+    _clean_man_made,
     _nan_gaussian,
     _shift_tolerant_distance,
     change_classes,
@@ -220,3 +221,13 @@ def test_shift_with_gain_and_offset_equals_shift_then_normalisation(order: int) 
         assert np.isnan(got).any() and np.array_equal(got, want, equal_nan=True)
     with pytest.raises(ValueError, match="one each per band"):
         apply_shift(img, model, gain=norm.gain[:5], offset=norm.offset[:5])
+
+
+def test_man_made_closing_leaves_no_data_alone() -> None:
+    """The closing fills a gap in a man-made patch with the nearest type, but not a no-data pixel."""
+    classes = np.zeros((20, 20), np.uint8)
+    classes[5:15, 5:15] = BUILT_GAIN
+    classes[8, 8] = 0
+    classes[11, 11] = NODATA
+    out = _clean_man_made(classes, DetectorParams(open_radius_px=0, close_radius_px=1))
+    assert out[8, 8] == BUILT_GAIN and out[11, 11] == NODATA
