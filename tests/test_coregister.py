@@ -135,9 +135,11 @@ def test_subpixel_peak_over_the_passband_equals_the_whole_spectrum() -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def test_cross_power_equals_numpy_bit_for_bit() -> None:
-    """The fused whitening kernel gives numpy's complex64 arithmetic bit for bit: textured and
-    shifted windows, one all zero (an all-invalid window) and one of tiny values (eps floor)."""
+def test_cross_power_matches_float64_reference() -> None:
+    """The fused whitening kernel is the whitened, low-passed cross-power to float32 rounding:
+    textured and shifted windows, one all zero (an all-invalid window) and one of tiny values (eps
+    floor). Compared with float64, not bit for bit with numpy's complex64 loops: those round
+    differently with and without FMA/AVX-512 (the kernel reproduces this machine's; see _whiten)."""
     n = 64
     taper, weight, _, _ = _filters_for_test(n)
     rng = np.random.default_rng(11)
@@ -148,15 +150,14 @@ def test_cross_power_equals_numpy_bit_for_bit() -> None:
     tgt_w[2] = 0
     tgt_w[3] = rng.standard_normal((n, n)).astype(np.float32) * np.float32(1e-20)
     ref_f = scipy.fft.rfft2(ref_w)
-    want = np.conj(ref_f) * scipy.fft.rfft2(tgt_w)  # the conjugate first, as the kernel (see _whiten)
+    want = np.conj(ref_f.astype(np.complex128)) * scipy.fft.rfft2(tgt_w).astype(np.complex128)
     mag = np.abs(want)
-    want /= np.maximum(
-        mag, np.maximum(np.float32(1e-12) * mag.max(axis=(1, 2), keepdims=True), np.float32(1e-30))
-    )
+    want /= np.maximum(mag, np.maximum(1e-12 * mag.max(axis=(1, 2), keepdims=True), 1e-30))
     want *= weight
     got = _cross_power(ref_f, tgt_w, weight)
-    assert got.dtype == np.complex64 and want.dtype == np.complex64
-    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert got.dtype == np.complex64
+    assert not got[2].any() and np.abs(got[3]).max() > 0.5  # all-invalid: zero; tiny values: whitened
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def _filters_for_test(n: int) -> tuple[np.ndarray, np.ndarray, Passband, float]:
