@@ -395,14 +395,8 @@ def _plain_shift(
     return out
 
 
-@pytest.mark.parametrize("order", [1, 3])
-def test_apply_shift_equals_plain_resampling(order: int) -> None:
-    """The row-vectorised resampler gives the definition's values, with knots, an affine model,
-    NaN holes, integer positions (zero-weight taps) and the window's edges."""
-    rng = np.random.default_rng(30)
-    img = rng.normal(1000, 100, (3, 90, 110)).astype(np.float32)
-    img[:, 40:44, 50:57] = np.nan
-    img[1, 10, 70] = np.nan
+def affine_shift_and_knots() -> tuple[ShiftModel, KnotGrid]:
+    """A local-affine shift and a knot grid of per-tile corrections, for windows at (500, 300)."""
     affine = ShiftModel(
         dx_px=0.4, dy_px=-1.3, method="local-affine", centre=(540.0, 360.0),
         gradient=(4e-3, -3e-3, 2e-3, 5e-3), extent=(510.0, 570.0, 320.0, 400.0),
@@ -411,6 +405,18 @@ def test_apply_shift_equals_plain_resampling(order: int) -> None:
         np.array([520.0, 560.0]), np.array([310.0, 350.0, 390.0]),
         np.array([[0.0, 0.6, -0.3], [0.2, 0.0, 0.9]]), np.array([[0.5, 0.0, 0.0], [-0.7, 0.1, 0.0]]),
     )  # fmt: skip
+    return affine, knots
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_apply_shift_equals_plain_resampling(order: int) -> None:
+    """The row-vectorised resampler gives the definition's values, with knots, an affine model,
+    NaN holes, integer positions (zero-weight taps) and the window's edges."""
+    rng = np.random.default_rng(30)
+    img = rng.normal(1000, 100, (3, 90, 110)).astype(np.float32)
+    img[:, 40:44, 50:57] = np.nan
+    img[1, 10, 70] = np.nan
+    affine, knots = affine_shift_and_knots()
     integer = ShiftModel(dx_px=1.0, dy_px=-2.0, method="global")
     origin = (500, 300)
     for model, grid in (

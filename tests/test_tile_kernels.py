@@ -26,9 +26,10 @@ from imagery.change import (
     local_structure_change,
 )
 from imagery.config import ChangeParams
-from imagery.coregister import KnotGrid, ShiftModel, apply_shift
+from imagery.coregister import ShiftModel, apply_shift
 from imagery.morphology import disk
 from imagery.normalize import Normalization, apply_normalization
+from tests.test_coregister import affine_shift_and_knots
 
 _B, _G, _R, _N, _S1, _S2 = range(6)
 
@@ -206,14 +207,7 @@ def test_shift_with_gain_and_offset_equals_shift_then_normalisation(order: int) 
         n_no_change=1, iterations=1, converged=True, canonical_correlations=[0.9] * 6,
         band_correlations=[0.9] * 6,
     )  # fmt: skip
-    model = ShiftModel(
-        dx_px=0.4, dy_px=-1.3, method="local-affine", centre=(540.0, 360.0),
-        gradient=(4e-3, -3e-3, 2e-3, 5e-3), extent=(510.0, 570.0, 320.0, 400.0),
-    )  # fmt: skip
-    knots = KnotGrid(
-        np.array([520.0, 560.0]), np.array([310.0, 350.0, 390.0]),
-        np.array([[0.0, 0.6, -0.3], [0.2, 0.0, 0.9]]), np.array([[0.5, 0.0, 0.0], [-0.7, 0.1, 0.0]]),
-    )  # fmt: skip
+    model, knots = affine_shift_and_knots()
     for shift in (model, ShiftModel(dx_px=1.0, dy_px=-2.0, method="global")):
         kw = {"origin": (500, 300), "order": order, "knots": knots}
         got = apply_shift(img, shift, gain=norm.gain, offset=norm.offset, **kw)  # type: ignore[arg-type]
