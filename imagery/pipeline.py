@@ -460,13 +460,10 @@ def process_tile(
     fitted shift field is applied exactly as on the whole scene; `clock` collects stage seconds.
     """
     clock = clock or StageClock()
-    norm, shift = model.normalization, model.shift
+    norm = model.normalization
     if settings.coregistration.enabled:
         with clock.stage(COREG):  # shifted and normalised in one pass
-            after_n = coregister.apply_shift(
-                after.bands, shift.global_model, origin=origin, knots=shift.knots(), gain=norm.gain,
-                offset=norm.offset,
-            )  # fmt: skip
+            after_n = model.shift.apply(after.bands, origin, gain=norm.gain, offset=norm.offset)
     else:
         with clock.stage(CHANGE):
             after_n = normalize.apply_normalization(after.bands, norm)

@@ -70,9 +70,19 @@ class ShiftField(BaseModel):
         cx, cy = self.knots().at(rows, cols)
         return gx + cx, gy + cy
 
-    def apply(self, bands: np.ndarray, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-        """Resample an after window (..., H, W) at `origin` onto the reference grid."""
-        return apply_shift(bands, self.global_model, origin=origin, knots=self.knots())
+    def apply(
+        self,
+        bands: np.ndarray,
+        origin: tuple[int, int] = (0, 0),
+        *,
+        gain: Sequence[float] | None = None,
+        offset: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """Resample an after window (..., H, W) at `origin` onto the reference grid; with `gain` and
+        `offset` (per band) normalised in the same pass (see `coregister.apply_shift`)."""
+        return apply_shift(
+            bands, self.global_model, origin=origin, knots=self.knots(), gain=gain, offset=offset
+        )
 
     def quality(self, pixel_size_m: float | None) -> dict[str, Any]:
         """The numbers a reader of a run checks: model, tie points, per-tile sources, residuals.
