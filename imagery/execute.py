@@ -17,7 +17,7 @@ from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
 from imagery.sources.raster import drop_read_caches
-from imagery.tilecache import cached_tile_path, tile_key
+from imagery.tilecache import cached_tile_path, tile_keys
 from imagery.tilestore import load_tile, save_tile, tile_path
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def run_tiles(
     from distributed import Client, as_completed
 
     tile_dir.mkdir(parents=True, exist_ok=True)
-    keys = {t.name: tile_key(plan, model, t) for t in plan.tiles()}
+    keys = tile_keys(plan, model)
     targets = {
         t.name: cached_tile_path(cache_dir, t, keys[t.name]) if cache_dir else tile_path(tile_dir, t.name)
         for t in plan.tiles()

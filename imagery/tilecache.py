@@ -3,7 +3,8 @@
 The key of a tile hashes its window (with halo) on the run grid, the settings that change pixels,
 the fitted pair model and only the scenes whose footprint touches the tile, so a new scene
 invalidates the tiles it touches and no others (unless it changes the pair model, which every
-tile applies).
+tile applies). A run's keys are made together: what every tile shares is serialised once and each
+footprint is projected once onto the run grid (not every tile outline to lon/lat).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from shapely.geometry import box
+import numpy as np
+import shapely
+from odc.geo.geom import Geometry
 
 import imagery
 from imagery.change import detector_params
@@ -39,29 +43,48 @@ def pixel_code_digest() -> str:
     return digest.hexdigest()
 
 
-def touching(scenes: list[Scene], plan: RunPlan, tile: Tile) -> list[Scene]:
-    """The scenes whose footprint meets the tile's padded window."""
-    padded, _, _ = tile.padded(plan.grid.geobox(), plan.halo)
-    outline = box(*padded.geographic_extent.boundingbox)
-    return [s for s in scenes if s.footprint.intersects(outline)]
+def touching(scenes: list[Scene], plan: RunPlan, tiles: list[Tile]) -> list[list[Scene]]:
+    """For each tile, the scenes whose footprint meets the tile's padded window (on the run grid)."""
+    gbox = plan.grid.geobox()
+    outlines = np.array([t.padded(gbox, plan.halo)[0].extent.geom for t in tiles], dtype=object)
+    hits = np.zeros((len(scenes), len(tiles)), bool)
+    for i, scene in enumerate(scenes):
+        footprint = Geometry(scene.footprint, crs="EPSG:4326").to_crs(plan.grid.crs, resolution="auto").geom
+        shapely.prepare(footprint)
+        hits[i] = shapely.intersects(footprint, outlines)
+    return [[s for s, hit in zip(scenes, hits[:, j], strict=True) if hit] for j in range(len(tiles))]
 
 
-def tile_key(plan: RunPlan, model: PairModel, tile: Tile) -> str:
-    """A hex digest of every input of one tile."""
+def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
+    """A hex digest of every input of each tile of the plan, by tile name: the SHA-256 of
+    ``json.dumps(payload, sort_keys=True)``, that text put together from parts dumped once."""
+    tiles = plan.tiles()
     settings = plan.settings.model_dump(
         mode="json", exclude=_NOT_PIXEL_SETTINGS & set(type(plan.settings).model_fields)
     )
-    payload = {
-        "grid": plan.grid.model_dump(mode="json"),
-        "tile": [tile.row0, tile.col0, tile.height, tile.width, plan.halo],
-        "settings": settings,
-        "detector": detector_params(plan.settings.change).model_dump(mode="json"),
+    shared = {
         "code": pixel_code_digest(),
+        "detector": detector_params(plan.settings.change).model_dump(mode="json"),
+        "grid": plan.grid.model_dump(mode="json"),
         "model": model.model_dump(mode="json"),
-        "before": [s.model_dump(mode="json") for s in touching(plan.before, plan, tile)],
-        "after": [s.model_dump(mode="json") for s in touching(plan.after, plan, tile)],
+        "settings": settings,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    shared_text = ", ".join(f"{_dumps(k)}: {_dumps(v)}" for k, v in sorted(shared.items()))
+    scene_text = {id(s): _dumps(s.model_dump(mode="json")) for s in (*plan.before, *plan.after)}
+    before, after = touching(plan.before, plan, tiles), touching(plan.after, plan, tiles)
+    keys = {}
+    for tile, b, a in zip(tiles, before, after, strict=True):
+        window = _dumps([tile.row0, tile.col0, tile.height, tile.width, plan.halo])
+        text = (  # the payload's keys in sorted order: "after", "before", shared, "tile"
+            f'{{"after": [{", ".join(scene_text[id(s)] for s in a)}], '
+            f'"before": [{", ".join(scene_text[id(s)] for s in b)}], {shared_text}, "tile": {window}}}'
+        )
+        keys[tile.name] = hashlib.sha256(text.encode()).hexdigest()
+    return keys
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def cached_tile_path(cache_dir: Path, tile: Tile, key: str) -> Path:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
+from shapely.geometry import box
 
 from imagery import tilecache
 from imagery.aoi import load_aoi
@@ -17,7 +18,7 @@ from imagery.execute import tile_to_file
 from imagery.pipeline import fit_pair, plan_run
 from imagery.sources.local import LocalSource
 from imagery.sources.raster import DECODED_BLOCKS, OPEN_RASTERS
-from imagery.tilecache import tile_key, touching
+from imagery.tilecache import tile_keys, touching
 from imagery.tilestore import load_tile
 
 
@@ -58,49 +59,67 @@ def plans(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):  # type: 
                 Window(400, 400, 60, 60))  # fmt: skip
     after = source.search(aoi, *span["after"])
     assert len(after) == 3
-    return plan, model, plan.model_copy(update={"after": after}), source
+    return plan, model, plan.model_copy(update={"after": after}), source, next(scenes.glob("*20220210*"))
 
 
 def test_a_new_scene_changes_the_keys_of_only_the_tiles_it_touches(plans) -> None:  # type: ignore[no-untyped-def]
-    plan, model, plan_new, _ = plans
+    plan, model, plan_new, _, new_scene = plans
     tiles = plan.tiles()
     assert len(tiles) == 15
-    assert [tile_key(plan, model, t) for t in tiles] == [tile_key(plan, model, t) for t in tiles]
-    changed = {t.name for t in tiles if tile_key(plan, model, t) != tile_key(plan_new, model, t)}
-    touched = {t.name for t in tiles if len(touching(plan_new.after, plan_new, t)) == 3}
+    keys, keys_new = tile_keys(plan, model), tile_keys(plan_new, model)
+    assert keys == tile_keys(plan, model)
+    assert list(keys) == [t.name for t in tiles]
+    changed = {name for name in keys if keys[name] != keys_new[name]}
+    touched = {
+        t.name
+        for t, scenes in zip(tiles, touching(plan_new.after, plan_new, tiles), strict=True)
+        if len(scenes) == 3
+    }
     assert changed == touched
     assert 1 <= len(changed) <= 4
+    with rasterio.open(next(new_scene.glob("*B02*"))) as src:  # the new scene's pixels, on the run grid's CRS
+        assert src.crs == plan.grid.geobox().crs
+        covered = box(*src.bounds)
+    gbox = plan.grid.geobox()
+    assert touched == {t.name for t in tiles if t.padded(gbox, plan.halo)[0].extent.geom.intersects(covered)}
+
+
+def test_a_new_pair_model_changes_every_key(plans) -> None:  # type: ignore[no-untyped-def]
+    plan, model, *_ = plans
+    norm = model.normalization.model_copy(update={"offset": [v + 1e-6 for v in model.normalization.offset]})
+    assert _all_differ(
+        tile_keys(plan, model.model_copy(update={"normalization": norm})), tile_keys(plan, model)
+    )
 
 
 def test_settings_that_change_pixels_change_every_key_and_others_none(plans) -> None:  # type: ignore[no-untyped-def]
-    plan, model, _, _ = plans
-    tile = plan.tiles()[0]
-    key = tile_key(plan, model, tile)
+    plan, model, *_ = plans
+    key = tile_keys(plan, model)
     elsewhere = plan.model_copy(
         update={"settings": plan.settings.model_copy(update={"workers": 7, "keep_runs": 3})}
     )
-    assert tile_key(elsewhere, model, tile) == key
+    assert tile_keys(elsewhere, model) == key
     stricter = plan.settings.model_copy(
         update={"change": plan.settings.change.model_copy(update={"score_threshold": 0.7})}
     )
-    assert tile_key(plan.model_copy(update={"settings": stricter}), model, tile) != key
+    stricter_keys = tile_keys(plan.model_copy(update={"settings": stricter}), model)
+    assert _all_differ(stricter_keys, key)
 
 
 def test_new_detector_defaults_or_code_change_every_key(plans, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    plan, model, _, _ = plans
-    tile = plan.tiles()[0]
-    key = tile_key(plan, model, tile)
+    plan, model, *_ = plans
+    key = tile_keys(plan, model)
     changed = DetectorParams(structure_c=DetectorParams().structure_c * 2)
     monkeypatch.setattr(tilecache, "detector_params", lambda _: changed)
-    assert tile_key(plan, model, tile) != key
+    assert _all_differ(tile_keys(plan, model), key)
     monkeypatch.undo()
-    assert tile_key(plan, model, tile) == key
+    assert tile_keys(plan, model) == key
     monkeypatch.setattr(tilecache, "pixel_code_digest", lambda: "other code")
-    assert tile_key(plan, model, tile) != key
+    assert _all_differ(tile_keys(plan, model), key)
 
 
 def test_a_corrupt_cached_tile_is_detected_and_recomputed(plans, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    plan, model, _, source = plans
+    plan, model, _, source, _ = plans
     path = tmp_path / "tile.npz"
     assert tile_to_file(plan, model, source, "r001c001", path) == (str(path), False)
     good = load_tile(path)
@@ -115,3 +134,8 @@ def test_a_corrupt_cached_tile_is_detected_and_recomputed(plans, tmp_path: Path)
     assert again is not None
     np.testing.assert_array_equal(again.classes, good.classes)
     np.testing.assert_array_equal(again.score, good.score)
+
+
+def _all_differ(keys: dict[str, str], others: dict[str, str]) -> bool:
+    """True when the same tiles have keys and every tile's key differs."""
+    return keys.keys() == others.keys() and all(keys[name] != others[name] for name in keys)
