@@ -4,6 +4,7 @@ with default styles, `.qml` sidecars (same base name as each layer) and the `vig
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import geopandas as gpd
@@ -64,17 +65,22 @@ def write_vector_layers(
         "change_score": score_raster_style(score_threshold),
     }
     qml = {name: qml_document(style) for name, style in styles.items()}
-    outputs = {
-        "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
-        "priority_grid": write_geojson(priority_grid, out_dir / "priority_grid.geojson"),
-        "gpkg": write_gpkg({k: v.to_crs(run_crs) for k, v in vectors.items()}, out_dir / GPKG_NAME, qml),
-    }
+    in_run_crs = {k: v.to_crs(run_crs) for k, v in vectors.items()}
+    # The GeoPackage is written in a thread beside the GeoJSON files: most of its time is spent
+    # waiting on SQLite's writes, with the GIL released.
+    with ThreadPoolExecutor(1, thread_name_prefix="vigia-gpkg") as thread:
+        gpkg = thread.submit(write_gpkg, in_run_crs, out_dir / GPKG_NAME, qml)
+        outputs = {
+            "hotspots": write_geojson(hotspots, out_dir / "hotspots.geojson"),
+            "priority_grid": write_geojson(priority_grid, out_dir / "priority_grid.geojson"),
+            "gpkg": gpkg.result(),
+        }
     for name in ("hotspots", "priority_grid", "change_class", "change_score"):
         outputs[f"{name}_style"] = write_text(qml[name], out_dir / f"{name}.qml")
     layers = []
     for name, (label, group) in LAYER_TITLES.items():
         if name in vectors:
-            frame = vectors[name].to_crs(run_crs)
+            frame = in_run_crs[name]
             source, provider, extent = f"./{GPKG_NAME}|layername={name}", "ogr", _bounds(frame, run_extent)
         elif name.startswith("change_"):
             source, provider, extent = f"./{name}.tif", "gdal", run_extent

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,8 +33,9 @@ from imagery.hotspots import HotspotStats, PatchSieve, SeenBefore, attribute_dis
 from imagery.layers import write_vector_layers
 from imagery.pipeline import PairModel, RunPlan, TileResult
 from imagery.priority_grid import GridStats
-from imagery.report import write_report
+from imagery.report import map_png, write_report
 from imagery.stageclock import HOTSPOTS, METADATA, MOSAIC, StageClock
+from imagery.tile_strips import TileStrips
 from imagery.tilestore import load_tile, tile_path
 
 Written = TypeVar("Written")
@@ -44,19 +46,35 @@ CLASS_DESCRIPTION = (
 )
 
 
-def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
+#: Rows of the mosaic held at a time while sieving and summarising it (whole scratch blocks).
+STRIP_ROWS = 512
+
+
+def mosaic(
+    plan: RunPlan,
+    tile_dir: Path,
+    scratch_dir: Path,
+    *,
+    patches: PatchSieve | None = None,
+    strip_rows: int = STRIP_ROWS,
+) -> tuple[Path, Path, dict[str, Any]]:
     """Assemble tile files into scratch score/class GeoTIFFs; returns paths and coverage stats.
 
     The next tile is read (and its coverage counted) in a thread while this one is written: file
-    reads and GDAL writes release the GIL, and memory holds two tiles."""
+    reads and GDAL writes release the GIL, and memory holds two tiles. With `patches` (an empty
+    `PatchSieve`), each strip of `strip_rows` rows of the class mosaic is fed to it, in a thread,
+    from the tiles in memory as soon as the tiles covering it are written, and the sieve finished:
+    what `find_patches` finds in the written mosaic, without reading it again."""
     from imagery.export import scratch_raster
 
     gbox = plan.grid.geobox()
     score_path, class_path = scratch_dir / "score.tif", scratch_dir / "class.tif"
     looks_b, looks_a, valid = 0, 0, 0
+    strips = TileStrips(gbox.shape.y, gbox.shape.x, strip_rows, np.uint8, CLASS_NODATA)
     with (
         scratch_raster(score_path, gbox, "float32", float("nan")) as score_ds,
         scratch_raster(class_path, gbox, "uint8", CLASS_NODATA) as class_ds,
+        _StripFeeder(patches) as feed,
     ):
         for tile, result, counts in _read_ahead(tile_dir, plan.tiles()):
             window = Window(tile.col0, tile.row0, tile.width, tile.height)
@@ -64,6 +82,11 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
             score_ds.write(result.score[np.newaxis], [1], window=window)
             class_ds.write(result.classes[np.newaxis], [1], window=window)
             valid, looks_b, looks_a = valid + counts[0], looks_b + counts[1], looks_a + counts[2]
+            if patches is not None:
+                feed(strips.add(tile.row0, tile.col0, result.classes))
+        if patches is not None:
+            feed(strips.finish())
+            feed.finish()
     total = gbox.shape.x * gbox.shape.y
     coverage = {
         "pixels": total,
@@ -72,6 +95,42 @@ def mosaic(plan: RunPlan, tile_dir: Path, scratch_dir: Path) -> tuple[Path, Path
         "mean_valid_looks_after": round(looks_a / valid, 2) if valid else 0.0,
     }
     return score_path, class_path, coverage
+
+
+class _StripFeeder:
+    """Strips fed in order to a `PatchSieve` in a thread (its labelling releases the GIL) while the
+    caller goes on; at most `AHEAD` strips wait in memory. An error in the thread is raised by the
+    next call."""
+
+    AHEAD = 4
+
+    def __init__(self, sieve: PatchSieve | None) -> None:
+        self._sieve = sieve
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="vigia-sieve")
+        self._pending: deque[Future[None]] = deque()
+
+    def __enter__(self) -> _StripFeeder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._thread.shutdown(wait=True)
+
+    def __call__(self, strips: Sequence[np.ndarray]) -> None:
+        """Queue `strips` (the next ones, top first)."""
+        assert self._sieve is not None
+        for strip in strips:
+            while len(self._pending) >= self.AHEAD:
+                self._pending.popleft().result()
+            self._pending.append(self._thread.submit(self._sieve.add, strip))
+
+    def finish(self) -> None:
+        """Wait for the queued strips, then resolve the sieve's patches."""
+        assert self._sieve is not None
+        while self._pending:
+            self._pending.popleft().result()
+        self._sieve.finish()
 
 
 def _read_ahead(
@@ -126,15 +185,22 @@ def publish(
     `seen`: what earlier runs saw (hotspot id -> first/last seen), from the run ledger; without
     it every hotspot is "new". `clock` collects the seconds per stage."""
     clock = clock or StageClock()
-    with rasterio.Env(**GDAL_WRITE_ENV), ThreadPoolExecutor(1, thread_name_prefix="vigia-cog") as cogs:
+    with (
+        rasterio.Env(**GDAL_WRITE_ENV),
+        ThreadPoolExecutor(1, thread_name_prefix="vigia-cog") as cogs,
+        ThreadPoolExecutor(1, thread_name_prefix="vigia-class") as class_thread,
+    ):
         out_dir.mkdir(parents=True, exist_ok=True)
         scratch_dir = out_dir / ".scratch"
         scratch_dir.mkdir(exist_ok=True)
         gbox = plan.grid.geobox()
+        min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox)))
+        patches = PatchSieve(min_px)
         with clock.stage(MOSAIC), rasterio.Env(**MOSAIC_WRITE_ENV):
-            score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir)
-        # The COG encodes run in a thread beside the hotspot work (GDAL releases the GIL): the
-        # score's once the mosaic is written, the class's once the minimum mapping unit has sieved it.
+            score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir, patches=patches)
+        # The COG encodes run in threads beside the hotspot work (GDAL releases the GIL): the
+        # score's once the mosaic is written; the class's, and then the report's map drawn from it,
+        # once the minimum mapping unit has sieved it, beside the score's and the vector layers.
         described = cogs.submit(
             _timed, clock, describe_scratch, score_tmp, description=SCORE_DESCRIPTION, categorical=False
         )
@@ -143,18 +209,14 @@ def publish(
             predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR,
         )  # fmt: skip
         with clock.stage(HOTSPOTS):
-            min_px = max(
-                1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox))
-            )
             before_date = max(s.acquired for s in plan.before)
             after_date = max(s.acquired for s in plan.after)
-            patches = find_patches(class_tmp, min_pixels=min_px)
             described.result()  # it rewrites the score's header: read the score after it
             hotspots, grid_stats, counts = summarise_patches(
                 patches, class_tmp, score_tmp, gbox, cell_m=plan.settings.layers.grid_cell_m,
                 before_date=before_date, after_date=after_date,
             )  # fmt: skip
-        class_cog = cogs.submit(
+        class_cog = class_thread.submit(
             _timed, clock, finish_cog, class_tmp, out_dir / "change_class.tif", description=CLASS_DESCRIPTION,
             categorical=True, predictor="YES",
         )  # fmt: skip
@@ -166,6 +228,9 @@ def publish(
                 hotspots = attribute_districts(hotspots, districts)
                 grid = attribute_districts(grid, districts, key="cell_id")
                 summary = district_summary(districts, hotspots, gbox.extent.geom, gbox.crs)
+            report_map = class_thread.submit(
+                _timed, clock, map_png, out_dir / "change_class.tif", hotspots, summary
+            )
             vectors = write_vector_layers(
                 out_dir, run_crs=str(gbox.crs), run_extent=_bounds(gbox), hotspots=hotspots,
                 priority_grid=grid, districts=summary, score_threshold=plan.settings.change.score_threshold,
@@ -180,7 +245,7 @@ def publish(
                 }
             metadata["layers"] = sorted(p.name for p in outputs.values())
             outputs["run"] = write_json(metadata, out_dir / "run.json")
-            outputs["report"] = write_report(out_dir, metadata, hotspots, summary)
+            outputs["report"] = write_report(out_dir, metadata, hotspots, summary, image=report_map.result())
     for leftover in scratch_dir.iterdir():
         leftover.unlink()
     scratch_dir.rmdir()
@@ -188,13 +253,12 @@ def publish(
 
 
 def _timed(clock: StageClock, write: Callable[..., Written], *args: Any, **options: Any) -> Written:
-    """A step of writing a COG, timed as part of the mosaic stage (it runs beside the hotspot stage)."""
+    """A step of writing a COG (or the report's map drawn from one), timed as part of the mosaic stage
+    (it runs beside the hotspot stage)."""
     with clock.stage(MOSAIC):
         return write(*args, **options)
 
 
-#: Rows of the mosaic held at a time while sieving and summarising it (whole scratch blocks).
-STRIP_ROWS = 512
 #: GDAL block cache while sieving (bytes): each strip is read once per pass, so a cache larger
 #: than a strip of the score mosaic only holds memory.
 SIEVE_CACHE_BYTES = 64 * 2**20

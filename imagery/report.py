@@ -231,8 +231,15 @@ def render_report(meta: Mapping[str, Any], hotspots: gpd.GeoDataFrame, map_image
 
 
 def write_report(
-    out_dir: Path, meta: Mapping[str, Any], hotspots: gpd.GeoDataFrame, districts: gpd.GeoDataFrame | None
+    out_dir: Path,
+    meta: Mapping[str, Any],
+    hotspots: gpd.GeoDataFrame,
+    districts: gpd.GeoDataFrame | None,
+    *,
+    image: bytes | None = None,
 ) -> Path:
-    """Draw the map from `out_dir/change_class.tif` and write `out_dir/report.html` atomically."""
-    image = map_png(out_dir / "change_class.tif", hotspots, districts)
+    """Write `out_dir/report.html` atomically, with the map `image` (PNG bytes, as `map_png` draws
+    them), or drawn here from `out_dir/change_class.tif` when it is None."""
+    if image is None:
+        image = map_png(out_dir / "change_class.tif", hotspots, districts)
     return write_text(render_report(meta, hotspots, image), out_dir / "report.html")

@@ -14,10 +14,14 @@ from odc.geo.geobox import GeoBox
 from scipy import ndimage
 
 from imagery.components import StripComponents, label, strip_bounds
+from imagery.config import load_settings
 from imagery.export import CLASS_NODATA, scratch_raster
-from imagery.hotspots import extract_hotspots, remove_small_patches
+from imagery.hotspots import PatchSieve, extract_hotspots, remove_small_patches
+from imagery.pipeline import GridSpec, RunPlan, TileResult
 from imagery.priority_grid import priority_grid
-from imagery.publish import sieve_and_summarise
+from imagery.publish import find_patches, mosaic, sieve_and_summarise
+from imagery.tile_strips import TileStrips
+from imagery.tilestore import save_tile, tile_path
 
 EIGHT = np.ones((3, 3), bool)
 MIN_PX = 20
@@ -151,3 +155,65 @@ def test_label_numbers_components_as_scipy_does(connectivity: int) -> None:
         assert labels.dtype == np.int32 and np.array_equal(labels, expected)
         np.testing.assert_array_equal(sizes[1:], np.bincount(expected.ravel(), minlength=n + 1)[1:])
         assert sizes.size == n + 1 and sizes[0] == 0
+
+
+def _tiled_plan(gbox: GeoBox, anchor: tuple[int, int]) -> RunPlan:
+    """A run plan over `gbox` cut into 128-px tiles whose edges fall on `anchor` (no scenes: only
+    the grid and tiles are read by `mosaic`)."""
+    return RunPlan(
+        aoi_name="strips", aoi_wkt=gbox.extent.geom.wkt, grid=GridSpec.from_geobox(gbox), before=[],
+        after=[], settings=load_settings(tile_size_px=128), tile_anchor=anchor,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("strip_rows", [STRIP, 64, 512])
+def test_patches_found_while_mosaicking_equal_those_of_the_written_mosaic(
+    tmp_path: Path, strip_rows: int
+) -> None:
+    classes = np.tile(_classes_crossing_strips(seed=5), (3, 2))  # 360 x 300: tiles of 128 px
+    score = np.random.default_rng(6).random(classes.shape).astype(np.float32)
+    gbox = _gbox(classes.shape)
+    plan = _tiled_plan(gbox, anchor=(50, 60))  # tile rows 0-50, 50-178, ...: not on strip edges
+    tiles = plan.tiles()
+    assert len({t.row0 for t in tiles}) == 4 and len({t.col0 for t in tiles}) == 3
+    for t in tiles:
+        window = np.s_[t.row0 : t.row0 + t.height, t.col0 : t.col0 + t.width]
+        looks = np.full((t.height, t.width), 3, np.uint8)
+        save_tile(TileResult(score[window], classes[window], looks, looks), tile_path(tmp_path, t.name))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    during = PatchSieve(MIN_PX)
+    _, class_path, coverage = mosaic(plan, tmp_path, scratch, patches=during, strip_rows=strip_rows)
+    after = find_patches(class_path, min_pixels=MIN_PX, strip_rows=strip_rows)
+
+    assert coverage["valid_fraction"] == round(float((classes != CLASS_NODATA).mean()), 4)
+    assert during.strips == after.strips == strip_bounds(classes.shape[0], strip_rows)
+    assert during.hotspots == after.hotspots > 0
+    sieved = classes.copy()
+    remove_small_patches(sieved, MIN_PX)
+    for index, (row0, row1) in enumerate(during.strips):
+        a, b = classes[row0:row1].copy(), classes[row0:row1].copy()
+        np.testing.assert_array_equal(during.apply(index, a), after.apply(index, b))
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, sieved[row0:row1])
+
+
+def test_tile_strips_hand_out_each_strip_once_its_tiles_are_given() -> None:
+    classes = _classes_crossing_strips(seed=7)
+    strips = TileStrips(*classes.shape, strip_rows=STRIP, dtype=np.uint8, fill=CLASS_NODATA)
+    got: list[np.ndarray] = []
+    for row0, row1 in ((0, 20), (20, 90)):  # two rows of tiles; the first leaves column 100+ empty
+        for col0, col1 in ((0, 100), (100, 150)):
+            if (row0, col0) != (0, 100):
+                got += strips.add(row0, col0, classes[row0:row1, col0:col1])
+        # the strips ending above the row of tiles just started, not the one it shares (14-21)
+        assert sum(len(s) for s in got) == (0 if row0 == 0 else 14)
+    got += strips.finish()
+    assert [len(s) for s in got] == [r1 - r0 for r0, r1 in strip_bounds(classes.shape[0], STRIP)]
+    expected = classes.copy()
+    expected[:20, 100:] = CLASS_NODATA
+    expected[90:] = CLASS_NODATA
+    np.testing.assert_array_equal(np.concatenate(got), expected)
+    with pytest.raises(ValueError, match="row order"):
+        strips.add(0, 0, classes[:5, :5])
