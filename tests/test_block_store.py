@@ -92,3 +92,18 @@ def test_tiles_on_the_block_grid_decode_each_block_once(
     assert len(layout) == 4
     touched = {(r, c) for r in range(0, 160, BLOCK) for c in range(0, 200, BLOCK)}
     assert store.decoded <= len(touched)
+
+
+def test_blocks_inside_the_window_are_decoded_into_a_strided_out(tiled_file: Path) -> None:
+    """A window read into a view of a larger array (a look of the stack): the blocks wholly inside
+    are decoded straight there, the others copied, nothing outside the view written."""
+    blocks = DecodedBlocks(edge_px=8)
+    stack = np.zeros((2, 3, 200, 220), np.uint16)
+    window = Window(10, 20, 200, 180)  # blocks (1, 1), (1, 2), (2, 1), (2, 2) wholly inside
+    with rasterio.open(tiled_file) as src:
+        view = stack[1, 2, 7:187, 13:213]
+        assert blocks.read(src, "f", 1, window, out=view) is view
+        np.testing.assert_array_equal(stack[1, 2, 7:187, 13:213], src.read(1, window=window))
+    stack[1, 2, 7:187, 13:213] = 0
+    assert not stack.any()
+    assert blocks.decoded == 16

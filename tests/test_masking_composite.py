@@ -123,3 +123,35 @@ def test_digital_numbers_give_the_nanmedian_of_their_reflectance() -> None:
         got = median_composite(dn, clear=clear, days=days, boa_offsets=offsets)
         np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_three_looks_with_one_offset_give_the_nanmedian_of_their_reflectance() -> None:
+    """Three uint16 looks of three days with one offset (every period of a Lima run) take the
+    integer path (`_three_dn_row`): the same bits as np.nanmedian over `to_reflectance`, for every
+    count of valid looks (0-3: no data in one band, clouds), ties and the whole uint16 range."""
+    import warnings
+
+    from imagery.sources.raster import to_reflectance
+
+    rng = np.random.default_rng(23)
+    for offset in (0.0, -1000.0):
+        dn = rng.integers(0, 65536, (3, 6, 50, 70)).astype(np.uint16)
+        dn[:, :, :10] = rng.integers(1000, 1004, (3, 6, 10, 70))  # ties
+        dn[rng.random(dn.shape) < 0.03] = 0  # no data in single bands
+        clear = rng.random((3, 50, 70)) < 0.7
+        reflectance = np.stack([to_reflectance(d, offset) for d in dn])
+        valid = np.isfinite(reflectance).all(axis=1) & clear
+        assert {int(n) for n in np.unique(valid.sum(axis=0))} == {0, 1, 2, 3}
+        masked = np.where(valid[:, None], reflectance, np.float32(np.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(masked, axis=0).astype(np.float32)
+        comp, count = median_composite(dn, clear=clear, days=[3, 1, 2], boa_offsets=[offset] * 3)
+        np.testing.assert_array_equal(comp.view(np.uint32), expected.view(np.uint32))  # bit for bit
+        np.testing.assert_array_equal(count, valid.sum(axis=0))
+        # the general path (reflectance in) agrees, and so do two granules of one day
+        for days in ([3, 1, 2], [1, 1, 2]):
+            want = median_composite(reflectance, clear=clear, days=days)
+            got = median_composite(dn, clear=clear, days=days, boa_offsets=[offset] * 3)
+            np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+            np.testing.assert_array_equal(got[1], want[1])

@@ -3,10 +3,12 @@
 A tile's halo reaches only a few pixels into its neighbours' blocks. GDAL's block cache keeps
 whole blocks, so once a neighbour's blocks have been evicted, a halo read decodes them again in
 full (the Lima grid's inputs took four times the decode-only CPU that way). Here a decoded block
-is kept whole for a short while (the tile read beside it at the same moment uses it) and its
-bottom and right edges, `EDGE_PX` deep, much longer: tiles laid out so that their padded windows
-end on block boundaries (`grid.tiles` with an anchor) reach into earlier blocks only through
-those edges. Any other window is still read exactly, by decoding what it needs.
+that reaches beyond the window is kept whole for a short while (the tile read beside it at the
+same moment uses it; a block wholly inside the window is decoded straight into the caller's
+array instead), and the bottom and right edges, `EDGE_PX` deep, much longer: tiles laid out so
+that their padded windows end on block boundaries (`grid.tiles` with an anchor) reach into
+earlier blocks only through those edges. Any other window is still read exactly, by decoding
+what it needs.
 """
 
 from __future__ import annotations
@@ -111,8 +113,8 @@ class DecodedBlocks:
                 xs, xe = max(c0, left) - left, min(c1, left + bw) - left
                 # a window read after this one, below or right of it, reaches into these edges
                 keep = (bi == last_bi, bj == last_bj)
-                piece = self._piece(src, (file_key, band, bi, bj), band, (bi, bj), (ys, ye, xs, xe), keep)
-                out[top + ys - r0 : top + ye - r0, left + xs - c0 : left + xe - c0] = piece
+                target = out[top + ys - r0 : top + ye - r0, left + xs - c0 : left + xe - c0]
+                self._piece(src, (file_key, band, bi, bj), band, (bi, bj), (ys, ye, xs, xe), keep, target)
         return out
 
     @property
@@ -135,9 +137,12 @@ class DecodedBlocks:
         block: tuple[int, int],
         sub: tuple[int, int, int, int],
         keep: tuple[bool, bool],
-    ) -> np.ndarray:
-        """Rows ys:ye, columns xs:xe of `block`: from the whole block, else from an edge that holds
-        them, else decoded; a decoded block is kept whole, and its bottom / right edge when `keep`
+        target: np.ndarray,
+    ) -> None:
+        """target = rows ys:ye, columns xs:xe of `block`: from the whole block, else from an edge that
+        holds them, else decoded. A block wholly in the window is decoded straight into `target`
+        (no copy, no fresh array; no other window of a tile layout reads it whole), any other
+        block is kept whole for the windows beside; the bottom / right edge is kept when `keep`
         says so (the block is the last of the window's blocks downwards / rightwards)."""
         ys, ye, xs, xe = sub
         bh, bw = src.block_shapes[band - 1]
@@ -145,20 +150,27 @@ class DecodedBlocks:
         d = self.edge_px
         with self._lock:
             whole = self._whole.get(key)
-            if whole is not None:
-                return whole[ys:ye, xs:xe]
-            bottom = self._bottom.get(key) if ys >= h - d else None
-            if bottom is not None:
-                return bottom[ys - (h - d) : ye - (h - d), xs:xe]
-            right = self._right.get(key) if xs >= w - d else None
-            if right is not None:
-                return right[ys:ye, xs - (w - d) : xe - (w - d)]
-        data = src.read(band, window=Window(block[1] * bw, block[0] * bh, w, h))
+            bottom = self._bottom.get(key) if whole is None and ys >= h - d else None
+            right = self._right.get(key) if whole is None and bottom is None and xs >= w - d else None
+        if whole is not None:
+            target[...] = whole[ys:ye, xs:xe]
+            return
+        if bottom is not None:
+            target[...] = bottom[ys - (h - d) : ye - (h - d), xs:xe]
+            return
+        if right is not None:
+            target[...] = right[ys:ye, xs - (w - d) : xe - (w - d)]
+            return
+        window = Window(block[1] * bw, block[0] * bh, w, h)
+        inside = (ys, ye, xs, xe) == (0, h, 0, w)
+        data = src.read(band, window=window, out=target) if inside else src.read(band, window=window)
         with self._lock:
             self.decoded += 1
-            self._whole.put(key, data)
+            if not inside:
+                self._whole.put(key, data)
             if keep[0] and h > d:
                 self._bottom.put(key, data[h - d :].copy())  # a copy: a view would keep the block
             if keep[1] and w > d:
                 self._right.put(key, data[:, w - d :].copy())
-        return data[ys:ye, xs:xe]
+        if not inside:
+            target[...] = data[ys:ye, xs:xe]
