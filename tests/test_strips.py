@@ -199,9 +199,27 @@ def test_patches_found_while_mosaicking_equal_those_of_the_written_mosaic(
         np.testing.assert_array_equal(a, sieved[row0:row1])
 
 
+def test_a_tile_missing_while_mosaicking_stops_it_with_one_line(tmp_path: Path) -> None:
+    classes = np.tile(_classes_crossing_strips(seed=8), (3, 2))
+    plan = _tiled_plan(_gbox(classes.shape), anchor=(50, 60))
+    tiles = plan.tiles()
+    looks = np.ones(classes.shape, np.uint8)
+    for t in tiles:
+        window = np.s_[t.row0 : t.row0 + t.height, t.col0 : t.col0 + t.width]
+        score = np.zeros((t.height, t.width), np.float32)
+        save_tile(
+            TileResult(score, classes[window], looks[window], looks[window]), tile_path(tmp_path, t.name)
+        )
+    tile_path(tmp_path, tiles[7].name).unlink()  # read in the reader thread, with strips queued
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(RuntimeError, match=f"^tile {tiles[7].name} has no result in {tmp_path}$"):
+        mosaic(plan, tmp_path, scratch, patches=PatchSieve(MIN_PX), strip_rows=STRIP)
+
+
 def test_tile_strips_hand_out_each_strip_once_its_tiles_are_given() -> None:
     classes = _classes_crossing_strips(seed=7)
-    strips = TileStrips(*classes.shape, strip_rows=STRIP, dtype=np.uint8, fill=CLASS_NODATA)
+    strips = TileStrips(classes.shape[0], classes.shape[1], STRIP, np.uint8, CLASS_NODATA)
     got: list[np.ndarray] = []
     for row0, row1 in ((0, 20), (20, 90)):  # two rows of tiles; the first leaves column 100+ empty
         for col0, col1 in ((0, 100), (100, 150)):
