@@ -23,7 +23,6 @@ from imagery.districts import district_summary
 from imagery.export import (
     CLASS_NODATA,
     SCORE_MAX_ERROR,
-    describe_scratch,
     finish_cog,
     write_cog,
     write_json,
@@ -201,17 +200,15 @@ def publish(
         # The COG encodes run in threads beside the hotspot work (GDAL releases the GIL): the
         # score's once the mosaic is written; the class's, and then the report's map drawn from it,
         # once the minimum mapping unit has sieved it, beside the score's and the vector layers.
-        described = cogs.submit(
-            _timed, clock, describe_scratch, score_tmp, description=SCORE_DESCRIPTION, categorical=False
-        )
+        # The score's description and statistics go into the COG, not into the scratch file, which
+        # the hotspot pass reads meanwhile.
         score_cog = cogs.submit(
             _timed, clock, write_cog, score_tmp, out_dir / "change_score.tif", categorical=False,
-            predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR,
+            predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR, description=SCORE_DESCRIPTION,
         )  # fmt: skip
         with clock.stage(HOTSPOTS):
             before_date = max(s.acquired for s in plan.before)
             after_date = max(s.acquired for s in plan.after)
-            described.result()  # it rewrites the score's header: read the score after it
             hotspots, grid_stats, counts = summarise_patches(
                 patches, class_tmp, score_tmp, gbox, cell_m=plan.settings.layers.grid_cell_m,
                 before_date=before_date, after_date=after_date,

@@ -19,6 +19,7 @@ from imagery.export import (
     finish_cog,
     in_classes,
     scratch_raster,
+    write_cog,
 )
 from imagery.overviews import level_shapes
 
@@ -91,3 +92,29 @@ def test_score_cog_with_overviews_averaged_here_equals_gdals_own(
         assert len(ds.overviews(1)) == len(level_shapes(*shape, COG_BLOCKSIZE)) > 0
     assert ours.read_bytes() == (tmp_path / "gdal.tif").read_bytes()
     assert not list(tmp_path.glob(".ours*"))  # the overview levels and their VRT are gone
+
+
+def test_score_described_in_its_cog_equals_the_cog_of_the_described_scratch(tmp_path: Path) -> None:
+    """`write_cog(description=...)` stores the description and statistics in the COG without writing
+    to the scratch (publish reads it meanwhile): the same bytes as describing the scratch first."""
+    rng = np.random.default_rng(11)
+    score = rng.random((1100, 900)).astype(np.float32)
+    score[rng.random(score.shape) < 0.1] = np.nan
+    untouched = _scratch(tmp_path / "untouched.tif", score)
+    before = untouched.read_bytes()
+    ours = write_cog(untouched, tmp_path / "ours.tif", categorical=False, predictor="FLOATING_POINT",
+                     max_error=SCORE_MAX_ERROR, description="change score")  # fmt: skip
+    assert untouched.read_bytes() == before
+    assert not list(tmp_path.glob("*.aux.xml"))
+    described = finish_cog(_scratch(tmp_path / "described.tif", score), tmp_path / "described_cog.tif",
+                           description="change score", categorical=False, predictor="FLOATING_POINT",
+                           max_error=SCORE_MAX_ERROR)  # fmt: skip
+    with rasterio.open(ours) as ds:
+        assert ds.descriptions == ("change score",)
+        assert float(ds.tags(1)["STATISTICS_MAXIMUM"]) == float(np.nanmax(score))
+        assert float(ds.tags(1)["STATISTICS_VALID_PERCENT"]) == pytest.approx(
+            100 * np.isfinite(score).mean(), abs=0.01
+        )
+    assert ours.read_bytes() == described.read_bytes()
+    with pytest.raises(ValueError, match="only for a float raster"):
+        write_cog(untouched, tmp_path / "class.tif", categorical=True, predictor="YES", description="x")
