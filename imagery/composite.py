@@ -57,10 +57,7 @@ def median_composite(
     clear = np.ascontiguousarray(clear, np.bool_)
     scale = np.float32(1.0 / QUANTIFICATION_VALUE)
     dn = boa_offsets is not None
-    # three looks of unsigned digital numbers, one offset, three days: each row in one vectorised pass
-    three_dn = dn and stack.dtype.kind == "u" and n_looks == 3 and len(set(offsets)) == 1
-    three_dn = three_dn and len(set(day.tolist())) == n_looks
-    _median_of_valid_looks(stack, dn, three_dn, offsets, scale, clear, day.astype(np.intp), composite, count)
+    _median_of_valid_looks(stack, dn, offsets, scale, clear, day.astype(np.intp), composite, count)
     return composite, count
 
 
@@ -68,7 +65,6 @@ def median_composite(
 def _median_of_valid_looks(
     stack: np.ndarray,
     dn: bool,
-    three_dn: bool,
     offsets: np.ndarray,
     scale: np.float32,
     clear: np.ndarray,
@@ -78,8 +74,7 @@ def _median_of_valid_looks(
 ) -> None:  # pragma: no cover - compiled
     """One pass over the stack, row by row: with three looks the median of three of every pixel
     and, beside it, which looks have every band finite; then the pixels with fewer valid looks.
-    Values are read as reflectance (`_reflectance`: digital numbers converted when `dn`); with
-    `three_dn` (three unsigned DN looks of three days, one offset) every pixel by `_three_dn_row`."""
+    Values are read as reflectance (`_reflectance`: digital numbers converted when `dn`)."""
     n_looks, n_bands, ny, nx = stack.shape
     n_days = day.max() + 1
     taken = np.zeros(n_days, np.bool_)
@@ -88,11 +83,7 @@ def _median_of_valid_looks(
     pick = np.empty(n_looks, np.intp)
     buf = np.empty(n_looks, np.float32)
     rest = np.empty(nx, np.intp)
-    lowest = np.empty((n_looks, nx), stack.dtype)
     for y in range(ny):
-        if three_dn:
-            _three_dn_row(stack, y, offsets[0], scale, clear, lowest, out, count[y])
-            continue
         finite[:] = 0
         for b in range(n_bands):
             if n_looks == 3:
@@ -198,51 +189,6 @@ def _median_of_three(
         hi = b if b > a else a
         mid = c if c < hi else hi
         out[x] = mid if mid > lo else lo
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _three_dn_row(
-    stack: np.ndarray,
-    y: int,
-    offset: np.float32,
-    scale: np.float32,
-    clear: np.ndarray,
-    lowest: np.ndarray,
-    out: np.ndarray,
-    count: np.ndarray,
-) -> None:  # pragma: no cover - compiled
-    """Row `y` of three looks of unsigned digital numbers of three days with one offset, every pixel
-    without branches (vectorised): a look is valid where it is clear and none of its bands is 0
-    (its smallest DN over the bands is not 0), and out[b, y] is what `_median` gives for the
-    valid looks' reflectances: of three, the median DN turned into reflectance (the conversion
-    keeps their order, so that is the same float32); of two, their mean; of one, itself."""
-    m0, m1, m2 = lowest[0], lowest[1], lowest[2]
-    m0[:], m1[:], m2[:] = stack[0, 0, y], stack[1, 0, y], stack[2, 0, y]
-    for b in range(1, stack.shape[1]):
-        v0, v1, v2 = stack[0, b, y], stack[1, b, y], stack[2, b, y]
-        for x in range(count.size):
-            m0[x] = min(m0[x], v0[x])
-            m1[x] = min(m1[x], v1[x])
-            m2[x] = min(m2[x], v2[x])
-    c0, c1, c2 = clear[0, y], clear[1, y], clear[2, y]
-    for x in range(count.size):
-        count[x] = (
-            np.uint8(c0[x] and m0[x] != 0) + np.uint8(c1[x] and m1[x] != 0) + np.uint8(c2[x] and m2[x] != 0)
-        )
-    two, nan = np.float32(2.0), np.float32(np.nan)
-    for b in range(stack.shape[1]):
-        v0, v1, v2, row = stack[0, b, y], stack[1, b, y], stack[2, b, y], out[b, y]
-        for x in range(count.size):
-            a, c, e = v0[x], v1[x], v2[x]
-            u0, u1, u2 = c0[x] and m0[x] != 0, c1[x] and m1[x] != 0, c2[x] and m2[x] != 0
-            ra = (np.float32(a) + offset) * scale
-            rc = (np.float32(c) + offset) * scale
-            re = (np.float32(e) + offset) * scale
-            mid = (np.float32(max(min(a, c), min(max(a, c), e))) + offset) * scale
-            pair = ((ra if u0 else rc) + (re if u2 else rc)) / two  # the two valid looks, in order
-            one = ra if u0 else (rc if u1 else re)
-            n = count[x]
-            row[x] = mid if n == 3 else (pair if n == 2 else (one if n == 1 else nan))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

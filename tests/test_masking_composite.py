@@ -126,9 +126,9 @@ def test_digital_numbers_give_the_nanmedian_of_their_reflectance() -> None:
 
 
 def test_three_looks_with_one_offset_give_the_nanmedian_of_their_reflectance() -> None:
-    """Three uint16 looks of three days with one offset (every period of a Lima run) take the
-    integer path (`_three_dn_row`): the same bits as np.nanmedian over `to_reflectance`, for every
-    count of valid looks (0-3: no data in one band, clouds), ties and the whole uint16 range."""
+    """Three uint16 looks of three days with one offset (every period of a Lima run): the same bits
+    as np.nanmedian over `to_reflectance`, for every count of valid looks (0-3: no data in one
+    band, clouds), ties and the whole uint16 range."""
     import warnings
 
     from imagery.sources.raster import to_reflectance
