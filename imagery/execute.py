@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dask
 import geopandas as gpd
 
-from imagery.heap import release_free_memory
+from imagery.heap import long_lived_frozen, release_free_memory
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 #: Free heap memory kept between tiles (the next tile allocates it again; returning it costs the
 #: page faults and zeroing of fresh pages): 30-125 MiB on Lima tiles on two threads.
 TILE_FREE_HEAP_BYTES = 256 * 2**20
+
+#: Dask settings of the in-process cluster a run makes for itself (a cluster the caller runs keeps
+#: its own): no statistical profiler (a stack sample of every task thread each 10 ms on the event
+#: loop), the event loop's health checked every 500 ms instead of 20, no work stealing (one worker).
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.scheduler.work-stealing": False,
+}
 
 
 def tile_to_file(
@@ -56,15 +66,18 @@ class TileDone:
 
 def local_cluster(workers: int = 0, memory_per_worker: str = "auto") -> LocalCluster:
     """An in-process Dask cluster sized to the machine: one thread per core (or `workers`), each
-    worker's memory bounded (`auto`: the machine's memory split between workers)."""
+    worker's memory bounded (`auto`: the machine's memory split between workers), set up with
+    LOCAL_CLUSTER_CONFIG (read when the scheduler and worker start: the global config is untouched)."""
     from distributed import LocalCluster
 
-    return LocalCluster(
-        n_workers=1, threads_per_worker=workers or os.cpu_count() or 1, processes=False,
-        dashboard_address="127.0.0.1:0", memory_limit=memory_per_worker,  # loopback, free port
-    )  # fmt: skip
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        return LocalCluster(
+            n_workers=1, threads_per_worker=workers or os.cpu_count() or 1, processes=False,
+            dashboard_address="127.0.0.1:0", memory_limit=memory_per_worker,  # loopback, free port
+        )  # fmt: skip
 
 
+@long_lived_frozen()  # the imports, plan and model: not scanned by the garbage collector during the tiles
 def run_tiles(
     plan: RunPlan,
     model: PairModel,

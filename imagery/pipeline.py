@@ -29,7 +29,7 @@ from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
 from imagery.fit_sample import any_valid, sample_pixels
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
-from imagery.heap import release_free_memory
+from imagery.heap import long_lived_frozen, release_free_memory
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
@@ -397,6 +397,7 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
     return TilePoints(tile.name, (tile.row, tile.col), centre, kept)
 
 
+@long_lived_frozen()  # the imports and the plan: not scanned by the garbage collector during the fit
 def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None) -> PairModel:
     """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
     model once for the pair; `clock` collects the seconds per stage.

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from imagery.execute import local_cluster
+import dask
+
+from imagery.execute import LOCAL_CLUSTER_CONFIG, local_cluster
 
 
 def test_local_cluster_is_sized_and_memory_bounded() -> None:
@@ -8,3 +10,15 @@ def test_local_cluster_is_sized_and_memory_bounded() -> None:
         (worker,) = cluster.workers.values()
         assert worker.state.nthreads == 2
         assert worker.memory_manager.memory_limit == 512 * 2**20
+
+
+def test_local_cluster_runs_without_profiler_or_stealing_and_leaves_the_config_alone() -> None:
+    config = {name: dask.config.get(name) for name in LOCAL_CLUSTER_CONFIG}
+    with local_cluster(workers=1) as cluster:
+        (worker,) = cluster.workers.values()
+        assert "profile" not in worker.periodic_callbacks
+        assert "stealing" not in cluster.scheduler.extensions
+        assert worker.periodic_callbacks["tick"].callback_time == 500
+        assert cluster.scheduler.periodic_callbacks["tick"].callback_time == 500
+    assert {name: dask.config.get(name) for name in LOCAL_CLUSTER_CONFIG} == config
+    assert config["distributed.worker.profile.enabled"] is True  # Dask's default, for other clusters

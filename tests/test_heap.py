@@ -1,14 +1,17 @@
-"""Returning free heap memory between tiles only above a bound (glibc)."""
+"""Returning free heap memory between tiles only above a bound (glibc); objects kept out of the
+garbage collector during a step."""
 
 from __future__ import annotations
 
+import gc
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imagery.heap import free_heap_bytes, release_free_memory
+from imagery.heap import free_heap_bytes, long_lived_frozen, release_free_memory
 
 
 def test_free_memory_is_returned_only_above_the_bound() -> None:
@@ -32,3 +35,38 @@ def test_free_memory_is_returned_only_above_the_bound() -> None:
 def _resident_bytes() -> int:
     """This process's resident memory (Linux, where glibc is)."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be watched through a weak reference."""
+
+    other: object = None
+
+
+def _garbage_cycle() -> weakref.ref[_Node]:
+    """A reference cycle nothing else refers to (only the cyclic collector frees it)."""
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def test_objects_alive_on_entry_are_left_to_the_collector_only_after_the_block() -> None:
+    if gc.get_freeze_count():
+        pytest.skip("objects already frozen in this process")
+    old = _Node()
+    old.other = old
+    watch_old = weakref.ref(old)
+    with long_lived_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with long_lived_frozen():  # nested: the outer block's freeze stands
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+        del old
+        watch_new = _garbage_cycle()
+        gc.collect()
+        assert watch_new() is None  # made inside the block: collected as usual
+        assert watch_old() is not None  # alive on entry: skipped by the collector
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert watch_old() is None
