@@ -14,6 +14,7 @@ all its children (psutil, every 50 ms) for the peak. Results are printed as a ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -212,7 +213,7 @@ def phase_decode(scenes: Path, _: argparse.Namespace) -> dict[str, Any]:
 def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The full Vigía run from the scene files to the published layers, seconds per stage."""
     from imagery.config import load_settings
-    from imagery.execute import run_tiles
+    from imagery.execute import local_cluster_started, run_tiles
     from imagery.pipeline import fit_pair
     from imagery.publish import publish
     from imagery.sources.local import LocalSource
@@ -226,22 +227,25 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_for(scenes, settings)
     fit_clock = StageClock()
     at_start = {"fit": _restart_peak_rss()}
-    t0 = time.perf_counter()
-    model = fit_pair(plan, source, fit_clock)
-    t1 = time.perf_counter()
-    rss = {"fit": _max_rss()}
-    at_start["tiles"] = _restart_peak_rss()
-    tile_dir = work / "tiles"
-    cluster = _process_cluster(args.workers) if args.processes else None
-    try:
-        run_tiles(
-            plan, model, source, tile_dir, workers=args.workers,
-            dask_address=cluster.scheduler_address if cluster else None,
-        )  # fmt: skip
-    finally:
-        if cluster is not None:
-            cluster.close()
-    t2 = time.perf_counter()
+    with contextlib.ExitStack() as stack:  # as `execute.detect`: the in-process cluster starts during the fit
+        starting = None if args.processes else stack.enter_context(local_cluster_started(args.workers))
+        t0 = time.perf_counter()
+        model = fit_pair(plan, source, fit_clock)
+        t1 = time.perf_counter()
+        rss = {"fit": _max_rss()}
+        at_start["tiles"] = _restart_peak_rss()
+        tile_dir = work / "tiles"
+        cluster = _process_cluster(args.workers) if args.processes else None
+        try:
+            run_tiles(
+                plan, model, source, tile_dir, workers=args.workers,
+                dask_address=cluster.scheduler_address if cluster else None,
+                cluster=starting.result() if starting else None,
+            )  # fmt: skip
+        finally:
+            if cluster is not None:
+                cluster.close()
+        t2 = time.perf_counter()
     rss["tiles"] = _max_rss()
     at_start["publish"] = _restart_peak_rss()
     publish_clock = StageClock()

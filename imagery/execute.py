@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,6 +78,23 @@ def local_cluster(workers: int = 0, memory_per_worker: str = "auto") -> LocalClu
         )  # fmt: skip
 
 
+@contextlib.contextmanager
+def local_cluster_started(
+    workers: int = 0, memory_per_worker: str = "auto"
+) -> Iterator[Future[LocalCluster]]:
+    """`local_cluster` started on a thread of its own, so that its start (importing Dask's
+    distributed, the scheduler and worker) overlaps the work of the block, the pair fit; closed
+    when the block ends."""
+    starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-start")
+    future = starter.submit(local_cluster, workers, memory_per_worker)
+    starter.shutdown(wait=False)
+    try:
+        yield future
+    finally:
+        if future.exception() is None:  # a failed start raises where the block asks for the cluster
+            future.result().close()
+
+
 @long_lived_frozen()  # the imports, plan and model: not scanned by the garbage collector during the tiles
 def run_tiles(
     plan: RunPlan,
@@ -89,8 +107,10 @@ def run_tiles(
     workers: int = 0,
     memory_per_worker: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    cluster: LocalCluster | None = None,
 ) -> list[TileDone]:
-    """Process every tile on Dask: the cluster at `dask_address`, else a local in-process one.
+    """Process every tile on Dask: the cluster at `dask_address`, else `cluster` (an in-process one
+    the caller started, see `local_cluster_started`), else a local in-process one made here.
 
     Without `cache_dir` tiles are written as `tile_dir/<tile>.npz`. With it they are cached as
     `cache_dir/<tile>-<key>.npz` keyed on their inputs (reused by later runs) and `tile_dir`
@@ -108,7 +128,8 @@ def run_tiles(
         if dask_address:
             client = stack.enter_context(Client(dask_address))
         else:
-            cluster = stack.enter_context(local_cluster(workers, memory_per_worker))
+            if cluster is None:
+                cluster = stack.enter_context(local_cluster(workers, memory_per_worker))
             client = stack.enter_context(Client(cluster))
         order = [t.name for t in plan.tiles()]  # row by row: see grid.tile_anchor
         futures = {
@@ -150,14 +171,19 @@ def detect(
     districts: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Path]:
-    """Fit the pair, process all tiles and publish the layers into `out_dir`."""
-    model = fit_pair(plan, source)
+    """Fit the pair, process all tiles and publish the layers into `out_dir` (without `dask_address`,
+    the in-process cluster starts while the pair is fitted)."""
     tile_dir = out_dir / ".tiles"
     try:
-        run_tiles(
-            plan, model, source, tile_dir, dask_address=dask_address,
-            workers=plan.settings.workers, progress=progress,
-        )  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            starting = (
+                None if dask_address else stack.enter_context(local_cluster_started(plan.settings.workers))
+            )
+            model = fit_pair(plan, source)
+            run_tiles(
+                plan, model, source, tile_dir, dask_address=dask_address, workers=plan.settings.workers,
+                progress=progress, cluster=starting.result() if starting else None,
+            )  # fmt: skip
         return publish(plan, model, tile_dir, out_dir, districts=districts)
     finally:
         shutil.rmtree(tile_dir, ignore_errors=True)
