@@ -56,35 +56,40 @@ def touching(scenes: list[Scene], plan: RunPlan, tiles: list[Tile]) -> list[list
 
 
 def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
-    """A hex digest of every input of each tile of the plan, by tile name: the SHA-256 of
-    ``json.dumps(payload, sort_keys=True)``, that text put together from parts dumped once."""
+    """A hex digest of every input of each tile of the plan, by tile name: what all tiles share
+    (settings, detector, code, grid, pair model) is hashed once, then with each tile's window and
+    the scenes that touch it."""
     tiles = plan.tiles()
     settings = plan.settings.model_dump(
         mode="json", exclude=_NOT_PIXEL_SETTINGS & set(type(plan.settings).model_fields)
     )
-    shared = {
-        "code": pixel_code_digest(),
-        "detector": detector_params(plan.settings.change).model_dump(mode="json"),
-        "grid": plan.grid.model_dump(mode="json"),
-        "model": model.model_dump(mode="json"),
-        "settings": settings,
-    }
-    shared_text = ", ".join(f"{_dumps(k)}: {_dumps(v)}" for k, v in sorted(shared.items()))
-    scene_text = {id(s): _dumps(s.model_dump(mode="json")) for s in (*plan.before, *plan.after)}
+    shared = _digest(
+        {
+            "code": pixel_code_digest(),
+            "detector": detector_params(plan.settings.change).model_dump(mode="json"),
+            "grid": plan.grid.model_dump(mode="json"),
+            "model": model.model_dump(mode="json"),
+            "settings": settings,
+        }
+    )
+    scene = {id(s): _digest(s.model_dump(mode="json")) for s in (*plan.before, *plan.after)}
     before, after = touching(plan.before, plan, tiles), touching(plan.after, plan, tiles)
-    keys = {}
-    for tile, b, a in zip(tiles, before, after, strict=True):
-        window = _dumps([tile.row0, tile.col0, tile.height, tile.width, plan.halo])
-        text = (  # the payload's keys in sorted order: "after", "before", shared, "tile"
-            f'{{"after": [{", ".join(scene_text[id(s)] for s in a)}], '
-            f'"before": [{", ".join(scene_text[id(s)] for s in b)}], {shared_text}, "tile": {window}}}'
+    return {
+        tile.name: _digest(
+            {
+                "shared": shared,
+                "tile": [tile.row0, tile.col0, tile.height, tile.width, plan.halo],
+                "before": [scene[id(s)] for s in b],
+                "after": [scene[id(s)] for s in a],
+            }
         )
-        keys[tile.name] = hashlib.sha256(text.encode()).hexdigest()
-    return keys
+        for tile, b, a in zip(tiles, before, after, strict=True)
+    }
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _digest(value: Any) -> str:
+    """SHA-256 of `value` as canonical JSON."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def cached_tile_path(cache_dir: Path, tile: Tile, key: str) -> Path:
