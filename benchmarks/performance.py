@@ -402,7 +402,8 @@ class Measured:
 
 
 def run_phase(name: str, scenes: Path, args: argparse.Namespace, work: Path) -> Measured:
-    """Run one phase in a child process; sample the RSS of the child and its children."""
+    """Run one phase in a child process; sample the RSS of the child (and of its children, the Dask
+    worker processes, with --processes)."""
     import psutil
 
     result_file = work / f"{name}.json"
@@ -417,7 +418,9 @@ def run_phase(name: str, scenes: Path, args: argparse.Namespace, work: Path) -> 
     peak = 0
     while child.poll() is None:
         try:
-            tree = [proc, *proc.children(recursive=True)]
+            # Children only with --processes (the Dask workers): a short-lived child such as the
+            # `uname -p` Dask's worker runs shares the parent's pages until it execs and would count twice.
+            tree = [proc, *(proc.children(recursive=True) if args.processes else [])]
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
         except psutil.Error:
             pass

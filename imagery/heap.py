@@ -16,7 +16,6 @@ imports, the plan and the fit (modules, numba, pydantic, Dask), 0.1-0.2 CPU s ea
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +36,10 @@ class _MallInfo2(ctypes.Structure):
 @cache
 def _libc_call(name: str, restype: type | None = None) -> Any:
     """A function of the C library by name (a ctypes function), or None where there is none
-    (not glibc: musl, macOS; or a glibc without it)."""
-    path = ctypes.util.find_library("c")
+    (not glibc: musl, macOS; or a glibc without it). Looked up among the symbols the process has
+    loaded already: `ctypes.util.find_library` would fork `ldconfig` from a process of a GiB or more."""
     try:
-        function = getattr(ctypes.CDLL(path), name, None) if path else None
+        function = getattr(ctypes.CDLL(None), name, None)
     except OSError:
         return None
     if function is not None and restype is not None:
