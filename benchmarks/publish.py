@@ -7,7 +7,8 @@ wall seconds per stage, wall and CPU seconds in all, peak resident memory, optio
 The first call fits the pair and runs the tiles (minutes at Lima size): the model is kept as
 WORK/model.json and the tiles in WORK/tile-cache, keyed on their inputs (`execute.run_tiles`), so
 later calls only publish, into WORK/layers (replaced each time; compare two code versions' layers
-by copying it away). Delete WORK to fit again. `--profile FILE` writes a cProfile of the calling
+by copying it away). Tiles of other code versions are deleted from the cache (the code is part of a
+tile's key). Delete WORK to fit again. `--profile FILE` writes a cProfile of the calling
 thread for `python -m pstats FILE`, with that thread's CPU time as its clock (process CPU time
 would charge the COG thread's work to whatever the calling thread runs meanwhile).
 """
@@ -27,6 +28,7 @@ from imagery.config import load_settings
 from imagery.execute import run_tiles
 from imagery.pipeline import PairModel, fit_pair
 from imagery.publish import publish
+from imagery.runs import prune_tile_cache
 from imagery.sources.local import LocalSource
 from imagery.stageclock import StageClock
 
@@ -51,7 +53,9 @@ def main() -> None:
         model = fit_pair(plan, source)
         model_file.write_text(model.model_dump_json())
     tile_dir = args.work / "tiles"
-    done = run_tiles(plan, model, source, tile_dir, cache_dir=args.work / "tile-cache", workers=args.workers)
+    cache = args.work / "tile-cache"
+    done = run_tiles(plan, model, source, tile_dir, cache_dir=cache, workers=args.workers)
+    prune_tile_cache(cache, {d.path for d in done}, older_than_s=0)  # other code versions' tiles
     out = args.work / "layers"
     shutil.rmtree(out, ignore_errors=True)
 
