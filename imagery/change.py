@@ -713,17 +713,14 @@ def _type_changes(
     """out = NODATA where the score or a band of either date is not finite, else the change
     type (`_change_type`) where the score is above cuts[0], else NO_CHANGE. Row by row: validity
     along the row (vectorised), then the type of the row's changed pixels."""
-    nb, h, w = before.shape
+    h, w = score.shape
     thr = cuts[0]
     ok = np.empty(w, np.bool_)
     for i in range(h):
         row = score[i]
+        _valid_row(before[:, i], after[:, i], ok)
         for j in range(w):
-            ok[j] = np.isfinite(row[j])
-        for k in range(nb):
-            b, a = before[k, i], after[k, i]
-            for j in range(w):
-                ok[j] &= np.isfinite(b[j]) & np.isfinite(a[j])
+            ok[j] &= np.isfinite(row[j])
         for j in range(w):
             if not ok[j]:
                 out[i, j] = NODATA
