@@ -214,6 +214,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The full Vigía run from the scene files to the published layers, seconds per stage."""
     from imagery.config import load_settings
     from imagery.execute import local_cluster_started, run_tiles
+    from imagery.look_store import LookStore
     from imagery.pipeline import fit_pair
     from imagery.publish import publish
     from imagery.sources.local import LocalSource
@@ -226,11 +227,12 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     source = LocalSource(scenes)
     plan = plan_for(scenes, settings)
     fit_clock = StageClock()
+    looks = LookStore(work / "looks", plan)  # as `execute.detect`: tie-point decodes kept for the tiles
     at_start = {"fit": _restart_peak_rss()}
     with contextlib.ExitStack() as stack:  # as `execute.detect`: the in-process cluster starts during the fit
         starting = None if args.processes else stack.enter_context(local_cluster_started(args.workers))
         t0 = time.perf_counter()
-        model = fit_pair(plan, source, fit_clock)
+        model = fit_pair(plan, source, fit_clock, looks)
         t1 = time.perf_counter()
         rss = {"fit": _max_rss()}
         at_start["tiles"] = _restart_peak_rss()
@@ -240,7 +242,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
             run_tiles(
                 plan, model, source, tile_dir, workers=args.workers,
                 dask_address=cluster.scheduler_address if cluster else None,
-                cluster=starting.result() if starting else None,
+                cluster=starting.result() if starting else None, looks=looks,
             )  # fmt: skip
         finally:
             if cluster is not None:

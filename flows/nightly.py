@@ -45,9 +45,12 @@ def nightly(params: NightlyParams) -> str:
     run_id = ledger.start_run(plan.aoi_name, run_date, str(flow_run.get_id() or ""))
     try:
         ledger.record_scenes(run_id, {"before": plan.before, "after": plan.after})
-        model = fit_task(plan, params)
-        tile_dir = work_dir(output_root, plan.aoi_name, run_date) / "tiles"
-        tiles = tiles_task(plan, model, params, tile_cache_dir(output_root, plan.aoi_name), tile_dir)
+        work = work_dir(output_root, plan.aoi_name, run_date)
+        model = fit_task(plan, params, work / "looks")
+        tile_dir = work / "tiles"
+        tiles = tiles_task(
+            plan, model, params, tile_cache_dir(output_root, plan.aoi_name), tile_dir, work / "looks"
+        )
         ledger.record_tiles(run_id, [TileRecord(**t) for t in tiles])
         seen = ledger.seen_before(plan.aoi_name, run_date)
         outputs = publish_task(plan, model, params, tile_dir, seen)

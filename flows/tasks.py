@@ -19,6 +19,7 @@ from imagery.districts import configured_districts
 from imagery.errors import VigiaError
 from imagery.execute import run_tiles
 from imagery.hotspots import SeenBefore
+from imagery.look_store import LookStore
 from imagery.pipeline import PairModel, RunPlan, fit_pair
 from imagery.publish import publish
 from imagery.runs import point_latest, run_dir, staging
@@ -53,20 +54,22 @@ def plan_task(params: NightlyParams) -> RunPlan:
 
 @task(
     name="fit-pair", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_permanent,
-    cache_policy=INPUTS + TASK_SOURCE,
+    cache_policy=(INPUTS - "looks_dir") + TASK_SOURCE,
     persist_result=True, cache_expiration=timedelta(days=30),
 )  # fmt: skip
-def fit_task(plan: RunPlan, params: NightlyParams) -> PairModel:
-    """Co-registration, normalisation and change model, fitted once per pair (cached on the plan)."""
-    return fit_pair(plan, make_source(params, plan.settings))
+def fit_task(plan: RunPlan, params: NightlyParams, looks_dir: Path) -> PairModel:
+    """Co-registration, normalisation and change model, fitted once per pair (cached on the plan;
+    when fitted, what its tie points decode is kept in `looks_dir` for the tiles)."""
+    return fit_pair(plan, make_source(params, plan.settings), looks=LookStore(looks_dir, plan))
 
 
 @task(name="process-tiles", retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_permanent)
 def tiles_task(
-    plan: RunPlan, model: PairModel, params: NightlyParams, cache_dir: Path, tile_dir: Path
+    plan: RunPlan, model: PairModel, params: NightlyParams, cache_dir: Path, tile_dir: Path, looks_dir: Path
 ) -> list[dict[str, Any]]:
-    """Every tile on Dask, tiles whose inputs are unchanged reused from the cache; returns
-    one record (tile, cache key, file path, reused) per tile."""
+    """Every tile on Dask, tiles whose inputs are unchanged reused from the cache (what the fit
+    kept in `looks_dir` used and then deleted); returns one record (tile, cache key, file path,
+    reused) per tile."""
     logger = get_run_logger()
     n = len(plan.tiles())
     artifact = cast(
@@ -81,6 +84,7 @@ def tiles_task(
         plan, model, make_source(params, plan.settings), tile_dir, cache_dir=cache_dir,
         dask_address=plan.settings.dask_address, workers=plan.settings.workers,
         memory_per_worker=plan.settings.worker_memory, progress=progress,
+        looks=LookStore(looks_dir, plan),
     )  # fmt: skip
     reused = sum(d.reused for d in done)
     logger.info("tiles: %d computed, %d reused from the cache", len(done) - reused, reused)

@@ -15,6 +15,7 @@ import dask
 import geopandas as gpd
 
 from imagery.heap import long_lived_frozen, release_free_memory
+from imagery.look_store import LookStore
 from imagery.pipeline import PairModel, RunPlan, fit_pair, run_tile
 from imagery.publish import publish
 from imagery.sources.base import SceneSource
@@ -41,16 +42,21 @@ LOCAL_CLUSTER_CONFIG = {
 
 
 def tile_to_file(
-    plan: RunPlan, model: PairModel, source: SceneSource, tile_name: str, path: Path
+    plan: RunPlan,
+    model: PairModel,
+    source: SceneSource,
+    tile_name: str,
+    path: Path,
+    looks: LookStore | None = None,
 ) -> tuple[str, bool]:
-    """Process one tile and store it at `path`; a tile already stored intact (readable, right
-    shape) is reused, not recomputed. Returns (path, reused)."""
+    """Process one tile (with what the pair fit kept of it in `looks`) and store it at `path`; a
+    tile already stored intact (readable, right shape) is reused, not recomputed. Returns (path, reused)."""
     tile = next(t for t in plan.tiles() if t.name == tile_name)
     stored = load_tile(path) if path.exists() else None
     if stored is not None and stored.score.shape == (tile.height, tile.width):
         return str(path), True
     path.parent.mkdir(parents=True, exist_ok=True)
-    saved = save_tile(run_tile(plan, model, source, tile), path)
+    saved = save_tile(run_tile(plan, model, source, tile, looks), path)
     release_free_memory(TILE_FREE_HEAP_BYTES)  # the tile's arrays are gone: keep memory flat over the run
     return str(saved), False
 
@@ -108,9 +114,11 @@ def run_tiles(
     memory_per_worker: str = "auto",
     progress: Callable[[int, int], None] | None = None,
     cluster: LocalCluster | None = None,
+    looks: LookStore | None = None,
 ) -> list[TileDone]:
     """Process every tile on Dask: the cluster at `dask_address`, else `cluster` (an in-process one
     the caller started, see `local_cluster_started`), else a local in-process one made here.
+    `looks`: what the pair fit kept for the tiles (`fit_pair(looks=)`), emptied when all are done.
 
     Without `cache_dir` tiles are written as `tile_dir/<tile>.npz`. With it they are cached as
     `cache_dir/<tile>-<key>.npz` keyed on their inputs (reused by later runs) and `tile_dir`
@@ -134,7 +142,7 @@ def run_tiles(
         order = [t.name for t in plan.tiles()]  # row by row: see grid.tile_anchor
         futures = {
             client.submit(
-                tile_to_file, plan, model, source, name, targets[name],
+                tile_to_file, plan, model, source, name, targets[name], looks,
                 key=f"vigia-tile-{name}-{keys[name]}", priority=len(order) - i,
             ): name
             for i, name in enumerate(order)
@@ -148,6 +156,8 @@ def run_tiles(
                 progress(i, len(futures))
     drop_read_caches()  # an in-process cluster's reads: publish reads only the tile files
     release_free_memory()
+    if looks is not None:
+        looks.clear()  # the records of tiles reused from the cache were never taken
     if cache_dir:
         for item in done:
             _link(tile_path(tile_dir, item.tile), item.path)
@@ -174,16 +184,18 @@ def detect(
     """Fit the pair, process all tiles and publish the layers into `out_dir` (without `dask_address`,
     the in-process cluster starts while the pair is fitted)."""
     tile_dir = out_dir / ".tiles"
+    looks = LookStore(out_dir / ".looks", plan)
     try:
         with contextlib.ExitStack() as stack:
             starting = (
                 None if dask_address else stack.enter_context(local_cluster_started(plan.settings.workers))
             )
-            model = fit_pair(plan, source)
+            model = fit_pair(plan, source, looks=looks)
             run_tiles(
                 plan, model, source, tile_dir, dask_address=dask_address, workers=plan.settings.workers,
-                progress=progress, cluster=starting.result() if starting else None,
+                progress=progress, cluster=starting.result() if starting else None, looks=looks,
             )  # fmt: skip
         return publish(plan, model, tile_dir, out_dir, districts=districts)
     finally:
         shutil.rmtree(tile_dir, ignore_errors=True)
+        looks.clear()

@@ -30,6 +30,7 @@ from imagery.errors import InputError
 from imagery.fit_sample import any_valid, sample_pixels
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
 from imagery.heap import long_lived_frozen, release_free_memory
+from imagery.look_store import KEPT_BAND, KeptLooks, LookStore
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
@@ -208,14 +209,17 @@ def read_composite(
     gbox: GeoBox,
     settings: Settings,
     bands: Sequence[str] = CHANGE_BANDS,
+    kept: KeptLooks | None = None,
 ) -> Composite:
     """Read, mask and composite one period's `bands` on `gbox` (one window of the grid); scenes
     that leave too little of the window clear are skipped (see `read_look`). The looks are read
     straight into one stack, as 16-bit digital numbers when the source has them (half the bytes of
-    reflectance), and masked and turned into reflectance inside the composite pass."""
+    reflectance), and masked and turned into reflectance inside the composite pass. With `kept`
+    (the records of these scenes on this window, see `look_store`), a scene's clear mask and NIR
+    are taken from its record when there is one, and put there when it is written."""
     if isinstance(source, DigitalNumberSource):
         try:
-            return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.uint16))
+            return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.uint16), kept)
         except UnfitValues:
             pass  # not 16-bit digital numbers (e.g. float files): read them as reflectance
     return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.float32))
@@ -228,16 +232,25 @@ def _composite_of_looks(
     settings: Settings,
     bands: Sequence[str],
     dtype: np.dtype,
+    kept: KeptLooks | None = None,
 ) -> Composite:
-    """`read_composite` with the looks read as `dtype`: uint16 digital numbers or float32 reflectance."""
+    """`read_composite` with the looks read as `dtype`: uint16 digital numbers or float32 reflectance
+    (`kept` records only with digital numbers of a window that reads the kept band)."""
     shape = (gbox.shape.y, gbox.shape.x)
     looks = np.empty((len(scenes), len(bands), *shape), dtype)  # pages of skipped looks stay untouched
     clear = np.empty((len(scenes), *shape), np.bool_)
+    nir = bands.index(KEPT_BAND) if KEPT_BAND in bands and dtype == np.uint16 else None
     days: list[int] = []
     offsets: list[float] = []
-    for scene in scenes:
+    for i, scene in enumerate(scenes):
         n = len(days)
-        if read_look(source, scene, bands, gbox, settings.mask, out=looks[n], clear=clear[n]) is not None:
+        if kept is not None and nir is not None and isinstance(source, DigitalNumberSource):
+            found = _kept_look(source, scene, bands, gbox, kept, i, nir, looks[n], clear[n], settings.mask)
+        else:
+            found = (
+                read_look(source, scene, bands, gbox, settings.mask, out=looks[n], clear=clear[n]) is not None
+            )
+        if found:
             days.append(scene.acquired.toordinal())
             offsets.append(scene.boa_offset)
     if not days:
@@ -247,6 +260,33 @@ def _composite_of_looks(
     dn_offsets = offsets if dtype == np.uint16 else None
     stack, count = median_composite(looks[:n], clear=clear[:n], days=days, boa_offsets=dn_offsets)
     return Composite(bands=stack, valid_looks=count)
+
+
+def _kept_look(
+    source: DigitalNumberSource,
+    scene: Scene,
+    bands: Sequence[str],
+    gbox: GeoBox,
+    kept: KeptLooks,
+    index: int,
+    nir: int,
+    out: np.ndarray,
+    clear: np.ndarray,
+    mask: MaskParams,
+) -> bool:
+    """`read_look` of scene `index` into `out` (bands, y, x) uint16 and `clear`, its clear mask and
+    NIR (band `nir`) taken from its record in `kept` when there is one (only the other bands are
+    then read), else read and put there. False when the scene is skipped on this window."""
+    taken = kept.take(index, clear, out[nir])
+    if taken is None:
+        found = read_look(source, scene, bands, gbox, mask, out=out, clear=clear) is not None
+        kept.put(index, clear if found else None, out[nir])
+        return found
+    if taken:
+        for start, stop in ((0, nir), (nir + 1, len(bands))):
+            if stop > start:
+                source.read_dn(scene, bands[start:stop], gbox, out[start:stop])
+    return taken
 
 
 def read_composite_by_strips(
@@ -366,23 +406,29 @@ def read_windows(plan: RunPlan) -> list[GeoBox]:
     return [*fit, *(tile.padded(gbox, plan.halo)[0] for tile in plan.tiles())]
 
 
-def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoints:
+def tile_tie_points(
+    plan: RunPlan, source: SceneSource, tile: Tile, looks: LookStore | None = None
+) -> TilePoints:
     """Match the NIR composites of both periods on the tie-point grid of one tile (with its halo).
 
-    Only the part of the tile the windows need is read and composited (`WindowGrid.extent`, grown
-    by the mask dilation so the composite there equals the whole tile's): on a 1024 px tile that
-    stays inside the tile's own COG blocks, and a tile too small for a window reads nothing."""
+    With `looks`, the whole padded tile is read and each look's clear mask and NIR are kept there
+    for the tile pass. Without, only the part of the tile the windows need is read and composited
+    (`WindowGrid.extent`, grown by the mask dilation so the composite there equals the whole
+    tile's), and a tile too small for a window reads nothing."""
     padded, origin, _ = tile.padded(plan.grid.geobox(), plan.halo)
     coreg = plan.settings.coregistration
     shape = (padded.shape.y, padded.shape.x)
     grid = coregister.WindowGrid.on(shape, coreg)
     extent = grid.extent(plan.settings.mask.dilate_px, shape)
+    if looks is not None:
+        extent = (0, shape[0], 0, shape[1])
     points = concat_tie_points([])
     if extent is not None:
         top, bottom, left, right = extent
         part = padded[top:bottom, left:right]
-        before = read_composite(source, plan.before, part, plan.settings, bands=("B08",))
-        after = read_composite(source, plan.after, part, plan.settings, bands=("B08",))
+        records = {p: looks.looks(tile, p, writing=True) if looks else None for p in ("before", "after")}
+        before = read_composite(source, plan.before, part, plan.settings, ("B08",), records["before"])
+        after = read_composite(source, plan.after, part, plan.settings, ("B08",), records["after"])
         points = coregister.match_windows(
             before.bands[0], after.bands[0], coreg, origin=(origin[0] + top, origin[1] + left),
             grid=grid.moved(top, left),
@@ -398,9 +444,12 @@ def tile_tie_points(plan: RunPlan, source: SceneSource, tile: Tile) -> TilePoint
 
 
 @long_lived_frozen()  # the imports and the plan: not scanned by the garbage collector during the fit
-def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None) -> PairModel:
+def fit_pair(
+    plan: RunPlan, source: SceneSource, clock: StageClock | None = None, looks: LookStore | None = None
+) -> PairModel:
     """Fit co-registration (per tile, global fallback), radiometric normalisation and the change
-    model once for the pair; `clock` collects the seconds per stage.
+    model once for the pair; `clock` collects the seconds per stage; `looks` keeps what the tie
+    points decode for the tile pass (see `look_store`).
 
     The fit window's two periods and the tiles' tie points are read in one pool (periods first),
     so a thread that finishes its period starts on the tiles: the READ stage ends when both window
@@ -418,7 +467,9 @@ def fit_pair(plan: RunPlan, source: SceneSource, clock: StageClock | None = None
                 pool.submit(read_composite_by_strips, source, scenes, gbox, params, phase=phase)
                 for scenes in (plan.before, plan.after)
             ]
-            tiles = [pool.submit(tile_tie_points, plan, source, t) for t in plan.tiles() if coreg.enabled]
+            tiles = [
+                pool.submit(tile_tie_points, plan, source, t, looks) for t in plan.tiles() if coreg.enabled
+            ]
             before, after = (f.result() for f in periods)
         if not any_valid(before.bands) or not any_valid(after.bands):
             raise InputError("no valid (cloud-free) pixels common to the before and after scenes")
@@ -474,14 +525,18 @@ def process_tile(
     return score, classes
 
 
-def run_tile(plan: RunPlan, model: PairModel, source: SceneSource, tile: Tile) -> TileResult:
-    """Read both periods for one tile (with halo), run `process_tile`, crop the halo."""
+def run_tile(
+    plan: RunPlan, model: PairModel, source: SceneSource, tile: Tile, looks: LookStore | None = None
+) -> TileResult:
+    """Read both periods for one tile (with halo; clear masks and NIR from `looks` where the pair
+    fit kept them), run `process_tile`, crop the halo."""
     gbox = plan.grid.geobox()
     padded, origin, inner = tile.padded(gbox, plan.halo)
     clock = StageClock()
     with clock.stage(READ):
-        before = read_composite(source, plan.before, padded, plan.settings)
-        after = read_composite(source, plan.after, padded, plan.settings)
+        records = {p: looks.looks(tile, p, writing=False) if looks else None for p in ("before", "after")}
+        before = read_composite(source, plan.before, padded, plan.settings, kept=records["before"])
+        after = read_composite(source, plan.after, padded, plan.settings, kept=records["after"])
     score, classes = process_tile(before, after, model, plan.settings, origin, clock)
     return TileResult(
         score=score[inner], classes=classes[inner],

@@ -9,18 +9,14 @@ footprint is projected once onto the run grid (not every tile outline to lon/lat
 
 from __future__ import annotations
 
-import hashlib
-import json
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import shapely
 from odc.geo.geom import Geometry
 
-import imagery
 from imagery.change import detector_params
+from imagery.digests import json_digest, pixel_code_digest
 from imagery.grid import Tile
 from imagery.pipeline import PairModel, RunPlan
 from imagery.sources.base import Scene
@@ -31,16 +27,6 @@ _NOT_PIXEL_SETTINGS = {
     "layers", "sh_client_id", "sh_client_secret", "sh_base_url", "sh_token_url", "stac_url",
     "stac_collection", "sh_secret_block", "retry",
 }  # fmt: skip
-
-
-@cache
-def pixel_code_digest() -> str:
-    """SHA-256 over the package's source: new code never reuses tiles made by the old (safe, if eager)."""
-    digest = hashlib.sha256(imagery.__version__.encode())
-    root = Path(imagery.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def touching(scenes: list[Scene], plan: RunPlan, tiles: list[Tile]) -> list[list[Scene]]:
@@ -63,7 +49,7 @@ def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
     settings = plan.settings.model_dump(
         mode="json", exclude=_NOT_PIXEL_SETTINGS & set(type(plan.settings).model_fields)
     )
-    shared = _digest(
+    shared = json_digest(
         {
             "code": pixel_code_digest(),
             "detector": detector_params(plan.settings.change).model_dump(mode="json"),
@@ -72,10 +58,10 @@ def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
             "settings": settings,
         }
     )
-    scene = {id(s): _digest(s.model_dump(mode="json")) for s in (*plan.before, *plan.after)}
+    scene = {id(s): json_digest(s.model_dump(mode="json")) for s in (*plan.before, *plan.after)}
     before, after = touching(plan.before, plan, tiles), touching(plan.after, plan, tiles)
     return {
-        tile.name: _digest(
+        tile.name: json_digest(
             {
                 "shared": shared,
                 "tile": [tile.row0, tile.col0, tile.height, tile.width, plan.halo],
@@ -85,11 +71,6 @@ def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
         )
         for tile, b, a in zip(tiles, before, after, strict=True)
     }
-
-
-def _digest(value: Any) -> str:
-    """SHA-256 of `value` as canonical JSON."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def cached_tile_path(cache_dir: Path, tile: Tile, key: str) -> Path:
