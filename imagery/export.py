@@ -144,12 +144,15 @@ def write_cog(
     predictor: str,
     max_error: float = 0.0,
     description: str | None = None,
+    statistics: Mapping[str, str] | None = None,
 ) -> Path:
     """Copy a described scratch GeoTIFF into a COG at `final` (the second half of `finish_cog`; it
     only reads the scratch file). For a float raster with NaN no data (its overviews averaged here)
     a `description` may be given instead of describing the scratch first: the description and the
     statistics `describe_scratch` would store then go into the VRT the COG is copied from (the same
-    COG, byte for byte), and the scratch may be read by others all along."""
+    COG, byte for byte), and the scratch may be read by others all along. `statistics`: those
+    statistics tags, when the caller summed them while writing the scratch (`BandStatistics`), so
+    the scratch is not read again for them."""
     options: dict[str, object] = dict(COG_OPTIONS, PREDICTOR=predictor)
     if max_error > 0:
         options |= {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": max_error}
@@ -162,13 +165,15 @@ def write_cog(
             raise ValueError(
                 f"{scratch}: a description is stored here only for a float raster with NaN no data"
             )
+        if statistics is not None and description is None:
+            raise ValueError(f"{scratch}: statistics are stored here only with a description")
         if not averaged_here:
             rio_copy(scratch, tmp, driver="COG", **options)
         else:  # the same overviews, averaged in a compiled pass (imagery/overviews.py)
             with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as folder:
                 source = with_average_overviews(scratch, Path(folder), COG_BLOCKSIZE)
                 if description is not None:
-                    tags = scratch_statistics(scratch)
+                    tags = dict(statistics) if statistics is not None else scratch_statistics(scratch)
                     with rasterio.open(source, "r+") as vrt:
                         vrt.set_band_description(1, description)
                         vrt.update_tags(1, **tags)

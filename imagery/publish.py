@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import geopandas as gpd
 import numba
@@ -18,6 +18,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.windows import Window
 
 from imagery import __version__
+from imagery.band_statistics import BandStatistics
 from imagery.components import strip_bounds
 from imagery.districts import district_summary
 from imagery.export import (
@@ -49,6 +50,15 @@ CLASS_DESCRIPTION = (
 STRIP_ROWS = 512
 
 
+class Mosaic(NamedTuple):
+    """The scratch mosaics of a run and what was counted while writing them."""
+
+    score: Path
+    classes: Path
+    coverage: dict[str, Any]
+    score_statistics: BandStatistics
+
+
 def mosaic(
     plan: RunPlan,
     tile_dir: Path,
@@ -56,8 +66,9 @@ def mosaic(
     *,
     patches: PatchSieve | None = None,
     strip_rows: int = STRIP_ROWS,
-) -> tuple[Path, Path, dict[str, Any]]:
-    """Assemble tile files into scratch score/class GeoTIFFs; returns paths and coverage stats.
+) -> Mosaic:
+    """Assemble tile files into scratch score/class GeoTIFFs; returns paths, coverage and the score's
+    band statistics (summed per tile, so the score COG need not read the mosaic for them).
 
     The next tile is read (and its coverage counted) in a thread while this one is written: file
     reads and GDAL writes release the GIL, and memory holds two tiles. With `patches` (an empty
@@ -69,18 +80,20 @@ def mosaic(
     gbox = plan.grid.geobox()
     score_path, class_path = scratch_dir / "score.tif", scratch_dir / "class.tif"
     looks_b, looks_a, valid = 0, 0, 0
+    statistics = BandStatistics()
     strips = TileStrips(gbox.shape.y, gbox.shape.x, strip_rows, np.uint8, CLASS_NODATA)
     with (
         scratch_raster(score_path, gbox, "float32", float("nan")) as score_ds,
         scratch_raster(class_path, gbox, "uint8", CLASS_NODATA) as class_ds,
         _StripFeeder(patches) as feed,
     ):
-        for tile, result, counts in _read_ahead(tile_dir, plan.tiles()):
+        for tile, result, counts, tile_statistics in _read_ahead(tile_dir, plan.tiles()):
             window = Window(tile.col0, tile.row0, tile.width, tile.height)
             # As one-band 3-D views: given a 2-D array, rasterio copies it into a new 3-D one first.
             score_ds.write(result.score[np.newaxis], [1], window=window)
             class_ds.write(result.classes[np.newaxis], [1], window=window)
             valid, looks_b, looks_a = valid + counts[0], looks_b + counts[1], looks_a + counts[2]
+            statistics.merge(tile_statistics)
             if patches is not None:
                 feed(strips.add(tile.row0, tile.col0, result.classes))
         if patches is not None:
@@ -93,7 +106,7 @@ def mosaic(
         "mean_valid_looks_before": round(looks_b / valid, 2) if valid else 0.0,
         "mean_valid_looks_after": round(looks_a / valid, 2) if valid else 0.0,
     }
-    return score_path, class_path, coverage
+    return Mosaic(score_path, class_path, coverage, statistics)
 
 
 class _StripFeeder:
@@ -134,7 +147,7 @@ class _StripFeeder:
 
 def _read_ahead(
     tile_dir: Path, tiles: Sequence[Tile]
-) -> Iterator[tuple[Tile, TileResult, tuple[int, int, int]]]:
+) -> Iterator[tuple[Tile, TileResult, tuple[int, int, int], BandStatistics]]:
     """Each tile with its result and counts (`_load_counted`), in order; the next tile is read in a
     thread while the caller handles this one."""
     with ThreadPoolExecutor(1, thread_name_prefix="vigia-tiles") as reader:
@@ -146,14 +159,14 @@ def _read_ahead(
             yield tile, *loaded
 
 
-def _load_counted(tile_dir: Path, name: str) -> tuple[TileResult, tuple[int, int, int]]:
-    """A tile's result and its valid pixels and looks before/after summed over them."""
+def _load_counted(tile_dir: Path, name: str) -> tuple[TileResult, tuple[int, int, int], BandStatistics]:
+    """A tile's result, its valid pixels and looks before/after summed over them, its score's statistics."""
     result = load_tile(tile_path(tile_dir, name))
     if result is None:
         raise RuntimeError(f"tile {name} has no result in {tile_dir}")
     ok = result.classes != CLASS_NODATA
     counts = int(ok.sum()), int(result.looks_before[ok].sum()), int(result.looks_after[ok].sum())
-    return result, counts
+    return result, counts, BandStatistics.of(result.score)
 
 
 #: GDAL settings while the tiles are written into the scratch mosaics: a bounded block cache (bytes)
@@ -192,7 +205,9 @@ def publish(
         min_px = max(1, math.ceil(plan.settings.change.min_mapping_unit_ha * 10_000 / pixel_area_m2(gbox)))
         patches = PatchSieve(min_px)
         with clock.stage(MOSAIC), rasterio.Env(**MOSAIC_WRITE_ENV):
-            score_tmp, class_tmp, coverage = mosaic(plan, tile_dir, scratch_dir, patches=patches)
+            score_tmp, class_tmp, coverage, score_statistics = mosaic(
+                plan, tile_dir, scratch_dir, patches=patches
+            )
         # The COG encodes run in a thread beside the hotspot work (GDAL releases the GIL): the
         # score's once the mosaic is written, the class's once the minimum mapping unit has sieved
         # it, then the report's map drawn from it, beside the vector layers. (The class COG in a
@@ -202,6 +217,7 @@ def publish(
         score_cog = cogs.submit(
             _timed, clock, write_cog, score_tmp, out_dir / "change_score.tif", categorical=False,
             predictor="FLOATING_POINT", max_error=SCORE_MAX_ERROR, description=SCORE_DESCRIPTION,
+            statistics=score_statistics.gdal_tags(),
         )  # fmt: skip
         with clock.stage(HOTSPOTS):
             before_date = max(s.acquired for s in plan.before)

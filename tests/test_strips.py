@@ -184,7 +184,7 @@ def test_patches_found_while_mosaicking_equal_those_of_the_written_mosaic(
     scratch.mkdir()
 
     during = PatchSieve(MIN_PX)
-    _, class_path, coverage = mosaic(plan, tmp_path, scratch, patches=during, strip_rows=strip_rows)
+    _, class_path, coverage, _ = mosaic(plan, tmp_path, scratch, patches=during, strip_rows=strip_rows)
     after = find_patches(class_path, min_pixels=MIN_PX, strip_rows=strip_rows)
 
     assert coverage["valid_fraction"] == round(float((classes != CLASS_NODATA).mean()), 4)
