@@ -28,6 +28,7 @@ from imagery.execute import tile_to_file
 from imagery.pipeline import PairModel, fit_pair
 from imagery.sources import raster
 from imagery.sources.local import LocalSource
+from imagery.tilestore import tile_path
 
 
 def main() -> None:
@@ -70,13 +71,13 @@ def main() -> None:
         profiler.enable()
     with ThreadPoolExecutor(args.threads) as pool:
         run = map if args.threads == 1 else pool.map  # one thread: in this one, which cProfile sees
-        list(run(lambda t: tile_to_file(plan, model, source, t.name, out / f"{t.name}.npz"), chosen))
+        list(run(lambda t: tile_to_file(plan, model, source, t.name, tile_path(out, t.name)), chosen))
     if profiler:
         profiler.disable()
         profiler.dump_stats(args.profile)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     done.set()
-    for path in out.glob("*.npz"):
+    for path in out.glob("*.tile"):
         path.unlink()
     pixels = sum(t.height * t.width for t in chosen)
     print(f"{len(chosen)} tiles ({pixels / 1e6:.1f} Mpx), {args.threads} threads: {wall:.1f} s wall, "

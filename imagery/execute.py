@@ -120,8 +120,8 @@ def run_tiles(
     the caller started, see `local_cluster_started`), else a local in-process one made here.
     `looks`: what the pair fit kept for the tiles (`fit_pair(looks=)`), emptied when all are done.
 
-    Without `cache_dir` tiles are written as `tile_dir/<tile>.npz`. With it they are cached as
-    `cache_dir/<tile>-<key>.npz` keyed on their inputs (reused by later runs) and `tile_dir`
+    Without `cache_dir` tiles are written as `tile_dir/<tile>.tile`. With it they are cached as
+    `cache_dir/<tile>-<key>.tile` keyed on their inputs (reused by later runs) and `tile_dir`
     gets a link per tile, the layout `publish` reads. Tasks return file paths, never arrays.
     """
     from distributed import Client, as_completed

@@ -75,4 +75,4 @@ def tile_keys(plan: RunPlan, model: PairModel) -> dict[str, str]:
 
 def cached_tile_path(cache_dir: Path, tile: Tile, key: str) -> Path:
     """Where the tile with this key is cached."""
-    return cache_dir / f"{tile.name}-{key[:24]}.npz"
+    return cache_dir / f"{tile.name}-{key[:24]}.tile"

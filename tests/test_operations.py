@@ -52,7 +52,7 @@ def assert_same_layers(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 def finished_tiles(cache: Path) -> list[Path]:
     """Cached tile files, without the temporary file a killed writer leaves behind."""
-    return [p for p in cache.glob("*.npz") if not p.name.startswith(".")]
+    return [p for p in cache.glob("*.tile") if not p.name.startswith(".")]
 
 
 def ledger_of(root: Path) -> Ledger:

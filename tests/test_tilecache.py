@@ -120,7 +120,7 @@ def test_new_detector_defaults_or_code_change_every_key(plans, monkeypatch: pyte
 
 def test_a_corrupt_cached_tile_is_detected_and_recomputed(plans, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan, model, _, source, _ = plans
-    path = tmp_path / "tile.npz"
+    path = tmp_path / "tile.tile"
     assert tile_to_file(plan, model, source, "r001c001", path) == (str(path), False)
     good = load_tile(path)
     assert good is not None
