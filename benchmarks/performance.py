@@ -488,7 +488,7 @@ def report(
         "",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; machine: {machine()}",
         f"- load average (1 min) at start / end of the measurements: {args.load[0]:.1f} / "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (above the core count: the machine was shared)",
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores{load_note(args.load[0], os.getloadavg()[0])}",
         f"- command: `.venv/bin/python benchmarks/performance.py {command_line(args)}`",
         f"- inputs: {len(files)} files, {in_bytes / 1e9:.2f} GB decoded "
         f"({sum(f.stat().st_size for f in files) / 1e9:.2f} GB on disk), {pipe.result['tile_count']} tiles",
@@ -548,6 +548,11 @@ def machine() -> str:
         pass
     mem = psutil.virtual_memory().total / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def load_note(*loads: float) -> str:
+    """What the load averages say about the run: a note only when one is above the core count."""
+    return " (above the core count: the machine was shared)" if max(loads) > (os.cpu_count() or 1) else ""
 
 
 def command_line(args: argparse.Namespace) -> str:

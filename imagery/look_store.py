@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,21 +29,43 @@ if TYPE_CHECKING:
 
 #: The band whose digital numbers are kept: the tie points' band.
 KEPT_BAND = "B08"
+#: Bytes of records a run keeps: all of a Lima-sized run's (1.03 GB). A larger run keeps those of its
+#: first tiles only (the others are decoded again), so the scratch stays flat with the area and below
+#: the kernel's dirty-page threshold (background writeback from 10 % of memory): past it, at 4x the
+#: Lima area, writing the records cost the fit more CPU (+6.5 s) than decoding them again saved.
+BUDGET_BYTES = 1_250 * 2**20
 _SKIPPED, _CLEAR = b"\0", b"\1"
+
+
+class _Budget:
+    """Bytes the records of a run may still take (shared by the tie-point pass's threads)."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.left = nbytes
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> bool:
+        """Reserve `nbytes` if that many are left."""
+        with self._lock:
+            if nbytes > self.left:
+                return False
+            self.left -= nbytes
+            return True
 
 
 class KeptLooks:
     """The records of one period's scenes on one tile's padded window: `put` by the tie-point pass
-    (when `writing`), taken by the tile pass."""
+    (with a `budget`), taken by the tile pass."""
 
-    def __init__(self, paths: Sequence[Path], writing: bool) -> None:
+    def __init__(self, paths: Sequence[Path], budget: _Budget | None) -> None:
         self.paths = list(paths)
-        self.writing = writing
+        self.budget = budget
 
     def put(self, index: int, clear: np.ndarray | None, nir: np.ndarray) -> None:
         """Keep scene `index`: its clear mask (y, x) and NIR digital numbers (y, x) uint16, or that
-        it was skipped on this window (`clear` None); nothing unless `writing`."""
-        if not self.writing:
+        it was skipped on this window (`clear` None); nothing without a budget or beyond it."""
+        nbytes = 1 if clear is None else 1 + (clear.size + 7) // 8 + nir.size * 2
+        if self.budget is None or not self.budget.take(nbytes):
             return
         path = self.paths[index]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -82,10 +105,12 @@ class KeptLooks:
 
 
 class LookStore:
-    """The kept looks of a run's tiles in `folder` (see the module docstring)."""
+    """The kept looks of a run's tiles in `folder`, at most `budget_bytes` of them (see the module
+    docstring)."""
 
-    def __init__(self, folder: Path, plan: RunPlan) -> None:
+    def __init__(self, folder: Path, plan: RunPlan, budget_bytes: int = BUDGET_BYTES) -> None:
         self.folder = Path(folder)
+        self._budget: _Budget | None = _Budget(budget_bytes)
         self._shared = json_digest(
             {
                 "code": pixel_code_digest(),
@@ -109,7 +134,11 @@ class LookStore:
             f"{tile.name}-{json_digest([self._shared, window, scene])[:24]}.look"
             for scene in self._scenes[period]
         ]
-        return KeptLooks([self.folder / name for name in names], writing)
+        return KeptLooks([self.folder / name for name in names], self._budget if writing else None)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Sent to the tile pass's workers, which only take records: without the writers' budget."""
+        return {**self.__dict__, "_budget": None}
 
     def clear(self) -> None:
         """Delete every record (those of tiles reused from a cache are never taken)."""

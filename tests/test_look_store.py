@@ -12,7 +12,7 @@ from odc.geo.geobox import GeoBox
 
 from imagery.config import load_settings
 from imagery.execute import run_tiles
-from imagery.look_store import KeptLooks, LookStore
+from imagery.look_store import KeptLooks, LookStore, _Budget
 from imagery.pipeline import RunPlan, fit_pair, plan_run, run_tile
 from imagery.sources.base import Scene
 from imagery.sources.local import LocalSource, open_scene
@@ -49,12 +49,13 @@ def test_a_record_is_taken_once_exactly_as_put(tmp_path: Path) -> None:
     clear = rng.random((37, 53)) > 0.4  # not a whole number of bytes of bits
     nir = rng.integers(0, 2**16, (37, 53), dtype=np.uint16)
     paths = [tmp_path / "a.look", tmp_path / "b.look", tmp_path / "c.look"]
-    KeptLooks(paths, writing=True).put(0, clear, nir)
-    KeptLooks(paths, writing=True).put(1, None, nir)
-    KeptLooks(paths, writing=False).put(2, clear, nir)  # the tile pass writes nothing
+    budget = _Budget(2**20)
+    KeptLooks(paths, budget).put(0, clear, nir)
+    KeptLooks(paths, budget).put(1, None, nir)
+    KeptLooks(paths, None).put(2, clear, nir)  # the tile pass writes nothing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.look", "b.look"]
 
-    reader = KeptLooks(paths, writing=False)
+    reader = KeptLooks(paths, None)
     got_clear, got_nir = np.zeros_like(clear), np.zeros_like(nir)
     assert reader.take(0, got_clear, got_nir) is True
     np.testing.assert_array_equal(got_clear, clear)
@@ -67,10 +68,18 @@ def test_a_record_is_taken_once_exactly_as_put(tmp_path: Path) -> None:
 
 def test_a_record_of_another_shape_is_not_taken(tmp_path: Path) -> None:
     paths = [tmp_path / "a.look"]
-    KeptLooks(paths, writing=True).put(0, np.ones((8, 8), bool), np.ones((8, 8), np.uint16))
-    assert (
-        KeptLooks(paths, writing=False).take(0, np.zeros((8, 9), bool), np.zeros((8, 9), np.uint16)) is None
-    )
+    KeptLooks(paths, _Budget(2**20)).put(0, np.ones((8, 8), bool), np.ones((8, 8), np.uint16))
+    assert KeptLooks(paths, None).take(0, np.zeros((8, 9), bool), np.zeros((8, 9), np.uint16)) is None
+
+
+def test_records_stop_at_the_budget(tmp_path: Path) -> None:
+    one = 1 + 8 + 64 * 2  # a clear 8 x 8 look: its flag, mask bits and NIR
+    budget = _Budget(2 * one)
+    paths = [tmp_path / f"{i}.look" for i in range(3)]
+    for i in range(3):
+        KeptLooks(paths, budget).put(i, np.ones((8, 8), bool), np.ones((8, 8), np.uint16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.look", "1.look"]
+    assert budget.left == 0
 
 
 def test_records_are_named_by_what_shaped_them(small_demo: Path, tmp_path: Path) -> None:
@@ -113,6 +122,27 @@ def test_tiles_from_kept_looks_equal_tiles_read_from_the_files(small_demo: Path,
         for name in ("score", "classes", "looks_before", "looks_after"):
             np.testing.assert_array_equal(getattr(kept, name), getattr(read, name))
     assert list(store.folder.iterdir()) == [], "every record is taken once"
+
+
+@pytest.mark.slow
+def test_tiles_beyond_the_budget_are_read_from_the_files(small_demo: Path, tmp_path: Path) -> None:
+    source = CountingSource(small_demo / "scenes")
+    plan = _plan(source)
+    model = fit_pair(plan, source)
+    tiles = plan.tiles()
+    padded = tiles[0].padded(plan.grid.geobox(), plan.halo)[0]
+    record = 1 + (padded.shape.y * padded.shape.x + 7) // 8 + padded.shape.y * padded.shape.x * 2
+    budget = int(1.5 * (len(plan.before) + len(plan.after)) * record)  # one tile and a half
+    store = LookStore(tmp_path / "looks", plan, budget_bytes=budget)
+    fit_pair(plan, source, looks=store)
+    assert 0 < sum(p.stat().st_size for p in store.folder.iterdir()) <= budget
+    nir_reads = 0
+    for tile in tiles:
+        source.bands.clear()
+        kept = run_tile(plan, model, source, tile, store)
+        nir_reads += source.bands.count("B08")
+        np.testing.assert_array_equal(kept.score, run_tile(plan, model, source, tile).score)
+    assert 0 < nir_reads < len(tiles) * (len(plan.before) + len(plan.after)), "some looks from records"
 
 
 @pytest.mark.slow
