@@ -151,8 +151,9 @@ def write_cog(
     a `description` may be given instead of describing the scratch first: the description and the
     statistics `describe_scratch` would store then go into the VRT the COG is copied from (the same
     COG, byte for byte), and the scratch may be read by others all along. `statistics`: those
-    statistics tags, when the caller summed them while writing the scratch (`BandStatistics`), so
-    the scratch is not read again for them."""
+    statistics tags, when the caller summed them while writing the scratch (`BandStatistics`: the
+    same values up to the last digits of mean and standard deviation), so the scratch is not read
+    again for them."""
     options: dict[str, object] = dict(COG_OPTIONS, PREDICTOR=predictor)
     if max_error > 0:
         options |= {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": max_error}

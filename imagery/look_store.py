@@ -7,11 +7,13 @@ record holds one scene on one tile's padded window: whether the scene was skippe
 clear-sky mask (bits) and its NIR digital numbers (raw uint16), read straight into the caller's
 arrays. Records are named by a digest of everything that shaped them (code, mask settings, grid,
 window, scene), so a record left by another run or another version is never taken, and each is
-written atomically and deleted when taken.
+written atomically and deleted when taken. A run keeps at most `BUDGET_BYTES` of records (the
+tiles beyond are decoded again), so the scratch does not grow with the area.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -69,14 +71,20 @@ class KeptLooks:
             return
         path = self.paths[index]
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            if clear is None:
-                fh.write(_SKIPPED)
-            else:
-                fh.write(_CLEAR)
-                fh.write(np.packbits(clear, axis=None).data)
-                fh.write(np.ascontiguousarray(nir, np.uint16).data)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                if clear is None:
+                    fh.write(_SKIPPED)
+                else:
+                    fh.write(_CLEAR)
+                    fh.write(np.packbits(clear, axis=None).data)
+                    fh.write(np.ascontiguousarray(nir, np.uint16).data)
+            os.replace(tmp, path)
+        except OSError:  # scratch full or not writable: the run goes on, the tile pass decodes it again
+            self.budget.take(self.budget.left)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def take(self, index: int, clear: np.ndarray, nir: np.ndarray) -> bool | None:
         """Scene `index` from its record, which is then deleted: None when there is no intact record
@@ -98,7 +106,7 @@ class KeptLooks:
                     taken = True
                 else:
                     taken = None
-        except FileNotFoundError:
+        except OSError:  # no record (or no readable one): read the scene
             return None
         path.unlink(missing_ok=True)
         return taken
@@ -127,8 +135,6 @@ class LookStore:
 
     def looks(self, tile: Tile, period: Literal["before", "after"], *, writing: bool) -> KeptLooks:
         """The records of `period`'s scenes on `tile`'s padded window (to be written: `writing`)."""
-        if writing:
-            self.folder.mkdir(parents=True, exist_ok=True)
         window = [tile.row0, tile.col0, tile.height, tile.width]
         names = [
             f"{tile.name}-{json_digest([self._shared, window, scene])[:24]}.look"

@@ -216,7 +216,7 @@ def read_composite(
     straight into one stack, as 16-bit digital numbers when the source has them (half the bytes of
     reflectance), and masked and turned into reflectance inside the composite pass. With `kept`
     (the records of these scenes on this window, see `look_store`), a scene's clear mask and NIR
-    are taken from its record when there is one, and put there when it is written."""
+    are taken from its record when there is one, else put into one once read (when `kept` writes)."""
     if isinstance(source, DigitalNumberSource):
         try:
             return _composite_of_looks(source, scenes, gbox, settings, bands, np.dtype(np.uint16), kept)

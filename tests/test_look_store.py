@@ -82,6 +82,17 @@ def test_records_stop_at_the_budget(tmp_path: Path) -> None:
     assert budget.left == 0
 
 
+def test_a_scratch_that_cannot_be_written_keeps_nothing_and_fails_nothing(tmp_path: Path) -> None:
+    blocked = tmp_path / "looks"
+    blocked.write_text("a file where the store's folder should be")
+    budget = _Budget(2**20)
+    paths = [blocked / "a.look", blocked / "b.look"]
+    for i in range(2):
+        KeptLooks(paths, budget).put(i, np.ones((8, 8), bool), np.ones((8, 8), np.uint16))
+    assert budget.left == 0, "no more writes are tried"
+    assert KeptLooks(paths, None).take(0, np.zeros((8, 8), bool), np.zeros((8, 8), np.uint16)) is None
+
+
 def test_records_are_named_by_what_shaped_them(small_demo: Path, tmp_path: Path) -> None:
     source = LocalSource(small_demo / "scenes")
     plan = _plan(source)
