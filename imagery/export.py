@@ -245,9 +245,3 @@ def write_text(text: str, final: Path) -> Path:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return final
-
-
-def read_raster(path: Path) -> np.ndarray:
-    """Band 1 of a raster."""
-    with rasterio.open(path) as ds:
-        return ds.read(1)

@@ -11,13 +11,11 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from pydantic import BaseModel
-from shapely import wkt
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
@@ -543,13 +541,3 @@ def run_tile(
         looks_before=before.valid_looks[inner], looks_after=after.valid_looks[inner],
         seconds=clock.seconds,
     )  # fmt: skip
-
-
-def load_plan(path: Path) -> RunPlan:
-    """Read a plan written by `RunPlan.model_dump_json`."""
-    return RunPlan.model_validate_json(Path(path).read_text())
-
-
-def aoi_of(plan: RunPlan) -> AOI:
-    """The plan's AOI."""
-    return AOI(name=plan.aoi_name, geometry=wkt.loads(plan.aoi_wkt))
