@@ -30,12 +30,10 @@ def save_tile(result: TileResult, path: Path) -> Path:
     """Write a tile result atomically (a crash never leaves a readable half tile)."""
     arrays = [np.ascontiguousarray(getattr(result, f)) for f in _FIELDS]
     arrays.append(np.asarray(json.dumps(result.seconds)))
-    crc = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         for array in arrays:
             np.save(fh, array, allow_pickle=False)
-            crc = zlib.crc32(array.data, crc)
-        np.save(fh, np.asarray([crc], np.uint32), allow_pickle=False)
+        np.save(fh, np.asarray([_crc32(arrays)], np.uint32), allow_pickle=False)
     return path
 
 
@@ -49,18 +47,22 @@ def load_tile(path: Path, *, verify: bool = True) -> TileResult | None:
                 return None
     except (OSError, ValueError, EOFError):
         return None
-    if verify:
-        check = 0
-        for array in arrays:
-            check = zlib.crc32(array.data, check)
-        if check != int(crc):
-            return None
+    if verify and _crc32(arrays) != int(crc):
+        return None
     try:
         seconds = json.loads(str(arrays[-1]))
     except json.JSONDecodeError:
         return None
     score, classes, looks_before, looks_after = arrays[: len(_FIELDS)]
     return TileResult(score, classes, looks_before, looks_after, seconds)
+
+
+def _crc32(arrays: list[np.ndarray]) -> int:
+    """CRC-32 of the arrays' data, one after another."""
+    crc = 0
+    for array in arrays:
+        crc = zlib.crc32(array.data, crc)
+    return crc
 
 
 def _record(fh: BinaryIO) -> np.ndarray:
