@@ -121,21 +121,6 @@ def describe_scratch(scratch: Path, *, description: str, categorical: bool) -> N
             ds.update_tags(1, **{f"CLASS_{k}": name for k, (name, _) in CHANGE_CLASSES.items()})
 
 
-def scratch_statistics(scratch: Path) -> dict[str, str]:
-    """The statistics tags `describe_scratch` stores (the same values and text), computed without
-    writing to the scratch file, so that other readers may read it meanwhile."""
-    # GDAL keeps the statistics it computes (and the valid percentage) as band metadata; without
-    # PAM it does not write them to a side file.
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(scratch) as ds:
-        stats = ds.stats(approx=False)[0]
-        valid = ds.tags(1)["STATISTICS_VALID_PERCENT"]
-    return {
-        "STATISTICS_MINIMUM": str(stats.min), "STATISTICS_MAXIMUM": str(stats.max),
-        "STATISTICS_MEAN": str(stats.mean), "STATISTICS_STDDEV": str(stats.std),
-        "STATISTICS_VALID_PERCENT": valid,
-    }  # fmt: skip
-
-
 def write_cog(
     scratch: Path,
     final: Path,
@@ -148,12 +133,10 @@ def write_cog(
 ) -> Path:
     """Copy a described scratch GeoTIFF into a COG at `final` (the second half of `finish_cog`; it
     only reads the scratch file). For a float raster with NaN no data (its overviews averaged here)
-    a `description` may be given instead of describing the scratch first: the description and the
-    statistics `describe_scratch` would store then go into the VRT the COG is copied from (the same
-    COG, byte for byte), and the scratch may be read by others all along. `statistics`: those
-    statistics tags, when the caller summed them while writing the scratch (`BandStatistics`: the
-    same values up to the last digits of mean and standard deviation), so the scratch is not read
-    again for them."""
+    a `description` and its `statistics` tags may be given instead of describing the scratch first
+    (the caller sums them while writing the scratch: `BandStatistics.gdal_tags`): they go into the
+    VRT the COG is copied from (with the tags `describe_scratch` stores, the same COG byte for
+    byte), and the scratch may be read by others all along, and is not read again for them."""
     options: dict[str, object] = dict(COG_OPTIONS, PREDICTOR=predictor)
     if max_error > 0:
         options |= {"COMPRESS": "LERC_DEFLATE", "MAX_Z_ERROR": max_error}
@@ -168,16 +151,17 @@ def write_cog(
             )
         if statistics is not None and description is None:
             raise ValueError(f"{scratch}: statistics are stored here only with a description")
+        if description is not None and statistics is None:
+            raise ValueError(f"{scratch}: a description is stored here only with its statistics")
         if not averaged_here:
             rio_copy(scratch, tmp, driver="COG", **options)
         else:  # the same overviews, averaged in a compiled pass (imagery/overviews.py)
             with tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent) as folder:
                 source = with_average_overviews(scratch, Path(folder), COG_BLOCKSIZE)
-                if description is not None:
-                    tags = dict(statistics) if statistics is not None else scratch_statistics(scratch)
+                if description is not None and statistics is not None:
                     with rasterio.open(source, "r+") as vrt:
                         vrt.set_band_description(1, description)
-                        vrt.update_tags(1, **tags)
+                        vrt.update_tags(1, **statistics)
                 rio_copy(source, tmp, driver="COG", **(options | {"OVERVIEWS": "FORCE_USE_EXISTING"}))
     return final
 

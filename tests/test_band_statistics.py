@@ -10,17 +10,7 @@ import rasterio
 
 from imagery.band_statistics import BandStatistics
 from imagery.export import SCORE_MAX_ERROR, write_cog
-
-
-def _gdal_tags(path: Path) -> dict[str, str]:
-    """The tags `export.describe_scratch` stores from GDAL's ComputeStatistics of the whole raster."""
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as ds:
-        stats = ds.stats(approx=False)[0]
-        return {
-            "STATISTICS_MINIMUM": str(stats.min), "STATISTICS_MAXIMUM": str(stats.max),
-            "STATISTICS_MEAN": str(stats.mean), "STATISTICS_STDDEV": str(stats.std),
-            "STATISTICS_VALID_PERCENT": ds.tags(1)["STATISTICS_VALID_PERCENT"],
-        }  # fmt: skip
+from tests.gdal_statistics import gdal_statistics_tags
 
 
 def _raster(path: Path, values: np.ndarray) -> Path:
@@ -42,7 +32,7 @@ def test_statistics_summed_over_parts_equal_gdals(tmp_path: Path) -> None:
     for rows in np.array_split(values, 9):
         for part in np.array_split(rows, 4, axis=1):
             summed.merge(BandStatistics.of(part))
-    ours, gdal = summed.gdal_tags(), _gdal_tags(_raster(tmp_path / "v.tif", values))
+    ours, gdal = summed.gdal_tags(), gdal_statistics_tags(_raster(tmp_path / "v.tif", values))
     assert ours.keys() == gdal.keys()
     for key in ("STATISTICS_MINIMUM", "STATISTICS_MAXIMUM", "STATISTICS_VALID_PERCENT"):
         assert ours[key] == gdal[key]

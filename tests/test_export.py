@@ -22,6 +22,7 @@ from imagery.export import (
     write_cog,
 )
 from imagery.overviews import level_shapes
+from tests.gdal_statistics import gdal_statistics_tags
 
 
 def _scratch(path: Path, data: np.ndarray) -> Path:
@@ -103,7 +104,8 @@ def test_score_described_in_its_cog_equals_the_cog_of_the_described_scratch(tmp_
     untouched = _scratch(tmp_path / "untouched.tif", score)
     before = untouched.read_bytes()
     ours = write_cog(untouched, tmp_path / "ours.tif", categorical=False, predictor="FLOATING_POINT",
-                     max_error=SCORE_MAX_ERROR, description="change score")  # fmt: skip
+                     max_error=SCORE_MAX_ERROR, description="change score",
+                     statistics=gdal_statistics_tags(untouched))  # fmt: skip
     assert untouched.read_bytes() == before
     assert not list(tmp_path.glob("*.aux.xml"))
     described = finish_cog(_scratch(tmp_path / "described.tif", score), tmp_path / "described_cog.tif",
@@ -118,3 +120,7 @@ def test_score_described_in_its_cog_equals_the_cog_of_the_described_scratch(tmp_
     assert ours.read_bytes() == described.read_bytes()
     with pytest.raises(ValueError, match="only for a float raster"):
         write_cog(untouched, tmp_path / "class.tif", categorical=True, predictor="YES", description="x")
+    with pytest.raises(ValueError, match="only with its statistics"):
+        write_cog(
+            untouched, tmp_path / "bare.tif", categorical=False, predictor="FLOATING_POINT", description="x"
+        )
