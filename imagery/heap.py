@@ -1,12 +1,15 @@
-"""Give freed heap memory back to the operating system between large steps of a run, and keep
-Python's cyclic garbage collector off the objects that live through a step.
+"""Give freed heap memory back to the operating system between large steps of a run, keep it for
+reuse within a step, and keep Python's cyclic garbage collector off the objects that live through
+a step.
 
 glibc keeps freed memory of mid-sized arrays (decoded blocks, window reads) in its per-thread
 heaps, where long-lived neighbours pin it: after the pair fit and 28 Lima tiles on two threads the
 process held 1.2 GiB resident for 0.5 GiB in use. `malloc_trim` returns it (measured: 0.5 GiB).
 Between tiles the free memory is what the next tile allocates again, so there it is returned
 only above a bound (`release_free_memory(keep_bytes)`): memory given back is faulted in and
-zeroed again by the next tile.
+zeroed again by the next tile. For the same reason `keep_freed_arrays` has glibc carve arrays
+of any size a run makes from its heaps: by default it maps those above 32 MiB (a tile's look
+stacks and composites) afresh each time and unmaps them when freed.
 
 Python's full (oldest generation) collections scan every tracked object: ~260,000 after the
 imports, the plan and the fit (modules, numba, pydantic, Dask), 0.1-0.2 CPU s each.
@@ -31,6 +34,14 @@ class _MallInfo2(ctypes.Structure):
         for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
                      "fordblks", "keepcost")
     ]  # fmt: skip
+
+
+#: glibc's `mallopt` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Arrays up to this size come from the heap, not from fresh mappings (mallopt takes a C int).
+HEAP_ARRAY_BYTES = 2**30
+#: Free memory at the top of the heap kept at each `free` (returned by `release_free_memory`).
+HEAP_TOP_KEPT_BYTES = 2**30
 
 
 @cache
@@ -65,6 +76,20 @@ def release_free_memory(keep_bytes: int = 0) -> bool:
             return False
     trim(0)
     return True
+
+
+def keep_freed_arrays() -> bool:
+    """Have glibc serve arrays of up to HEAP_ARRAY_BYTES from its heap and keep them there when
+    freed, for the next tile to reuse, instead of mapping fresh pages the kernel zeroes on first
+    touch (glibc's defaults cost ~2 CPU s of page faults in a Lima run: docs/performance.md).
+    Process-wide and lasting; memory is still returned by `release_free_memory`. False where
+    there is no `mallopt` (not glibc)."""
+    mallopt = _libc_call("mallopt", ctypes.c_int)
+    if mallopt is None:
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, HEAP_ARRAY_BYTES) and mallopt(_M_TRIM_THRESHOLD, HEAP_TOP_KEPT_BYTES)
+    )
 
 
 @contextmanager

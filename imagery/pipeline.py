@@ -27,7 +27,7 @@ from imagery.config import MaskParams, Settings
 from imagery.errors import InputError
 from imagery.fit_sample import any_valid, sample_pixels
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
-from imagery.heap import long_lived_frozen, release_free_memory
+from imagery.heap import keep_freed_arrays, long_lived_frozen, release_free_memory
 from imagery.look_store import KEPT_BAND, KeptLooks, LookStore
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
@@ -453,6 +453,7 @@ def fit_pair(
     so a thread that finishes its period starts on the tiles: the READ stage ends when both window
     composites are in (tie points of some tiles included), COREG covers the tiles still running."""
     clock = clock or StageClock()
+    keep_freed_arrays()  # the strips' and tiles' arrays are reused, not faulted in afresh
     gbox, origin = _fit_window(plan.grid.geobox())
     params = plan.settings
     coreg = params.coregistration

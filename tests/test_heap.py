@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -70,3 +72,33 @@ def test_objects_alive_on_entry_are_left_to_the_collector_only_after_the_block()
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert watch_old() is None
+
+
+_FAULTS_OF_A_NEW_ARRAY = """
+import resource
+import numpy as np
+from imagery.heap import keep_freed_arrays
+
+def faults() -> int:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    a = np.ones(64 * 2**20 // 8)  # 64 MiB: above glibc's largest default mmap threshold (32 MiB)
+    del a
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+fresh = min(faults() for _ in range(3))
+assert keep_freed_arrays()
+faults()  # carved from the heap once
+print(fresh, max(faults() for _ in range(3)))
+"""
+
+
+def test_freed_arrays_are_reused_instead_of_faulted_in_afresh() -> None:
+    if free_heap_bytes() is None:
+        pytest.skip("not glibc: no mallopt here")
+    # a fresh process: the setting is process-wide and other tests' runs have made it here already
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_OF_A_NEW_ARRAY], capture_output=True, text=True, check=True
+    )
+    fresh, kept = (int(n) for n in out.stdout.split())
+    assert fresh >= 32  # 64 MiB in pages of at most 2 MiB, each zeroed by the kernel on first touch
+    assert kept * 8 <= fresh
