@@ -214,6 +214,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The full Vigía run from the scene files to the published layers, seconds per stage."""
     from imagery.config import load_settings
     from imagery.execute import local_cluster_started, run_tiles
+    from imagery.heap import keep_freed_arrays
     from imagery.look_store import LookStore
     from imagery.pipeline import fit_pair
     from imagery.publish import publish
@@ -228,6 +229,7 @@ def phase_pipeline(scenes: Path, args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_for(scenes, settings)
     fit_clock = StageClock()
     looks = LookStore(work / "looks", plan)  # as `execute.detect`: tie-point decodes kept for the tiles
+    keep_freed_arrays()  # as `execute.detect`: before the cluster's threads start
     at_start = {"fit": _restart_peak_rss()}
     with contextlib.ExitStack() as stack:  # as `execute.detect`: the in-process cluster starts during the fit
         starting = None if args.processes else stack.enter_context(local_cluster_started(args.workers))

@@ -187,6 +187,7 @@ def detect(
     the in-process cluster starts while the pair is fitted)."""
     tile_dir = out_dir / ".tiles"
     looks = LookStore(out_dir / ".looks", plan)
+    keep_freed_arrays()  # before the cluster's threads start, so they share one heap too
     try:
         with contextlib.ExitStack() as stack:
             starting = (

@@ -37,7 +37,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 #: glibc's `mallopt` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 #: Arrays up to this size come from the heap, not from fresh mappings (mallopt takes a C int).
 HEAP_ARRAY_BYTES = 2**30
 #: Free memory at the top of the heap kept at each `free` (returned by `release_free_memory`).
@@ -81,15 +81,20 @@ def release_free_memory(keep_bytes: int = 0) -> bool:
 def keep_freed_arrays() -> bool:
     """Have glibc serve arrays of up to HEAP_ARRAY_BYTES from its heap and keep them there when
     freed, for the next tile to reuse, instead of mapping fresh pages the kernel zeroes on first
-    touch (glibc's defaults cost ~2 CPU s of page faults in a Lima run: docs/performance.md).
-    Process-wide and lasting; memory is still returned by `release_free_memory`. False where
-    there is no `mallopt` (not glibc)."""
+    touch; threads started from here on share one heap (a thread's own heap unmaps each 64 MiB
+    part it empties). glibc's defaults cost ~2.5 CPU s of page faults in a Lima run
+    (docs/performance.md). Process-wide and lasting, so best called before a run starts its
+    threads; memory is still returned by `release_free_memory`. False where there is no
+    `mallopt` (not glibc)."""
     mallopt = _libc_call("mallopt", ctypes.c_int)
     if mallopt is None:
         return False
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, HEAP_ARRAY_BYTES) and mallopt(_M_TRIM_THRESHOLD, HEAP_TOP_KEPT_BYTES)
+    settings = (
+        (_M_MMAP_THRESHOLD, HEAP_ARRAY_BYTES),
+        (_M_TRIM_THRESHOLD, HEAP_TOP_KEPT_BYTES),
+        (_M_ARENA_MAX, 1),
     )
+    return all([bool(mallopt(param, value)) for param, value in settings])
 
 
 @contextmanager

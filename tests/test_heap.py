@@ -91,6 +91,31 @@ faults()  # carved from the heap once
 print(fresh, max(faults() for _ in range(3)))
 """
 
+_HEAPS_OF_NEW_THREADS = """
+import ctypes, sys, threading
+import numpy as np
+from imagery.heap import keep_freed_arrays
+
+if sys.argv[1] == "kept":
+    assert keep_freed_arrays()
+arrays = []
+together = threading.Barrier(3)
+
+
+def allocate() -> None:
+    arrays.append(np.ones(2**20))
+    together.wait()  # all three alive at once: by default each has an arena of its own
+
+
+threads = [threading.Thread(target=allocate) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+sys.stderr.flush()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per heap, on stderr
+"""
+
 
 def test_freed_arrays_are_reused_instead_of_faulted_in_afresh() -> None:
     if free_heap_bytes() is None:
@@ -102,3 +127,18 @@ def test_freed_arrays_are_reused_instead_of_faulted_in_afresh() -> None:
     fresh, kept = (int(n) for n in out.stdout.split())
     assert fresh >= 32  # 64 MiB in pages of at most 2 MiB, each zeroed by the kernel on first touch
     assert kept * 8 <= fresh
+
+
+def test_threads_started_after_keep_freed_arrays_share_one_heap() -> None:
+    if free_heap_bytes() is None:
+        pytest.skip("not glibc: no mallopt here")
+
+    def heaps(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", _HEAPS_OF_NEW_THREADS, mode], capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stderr
+        return sum(line.startswith("Arena ") for line in run.stderr.splitlines())
+
+    assert heaps("default") >= 4  # the main heap and one per thread
+    assert heaps("kept") == 1
