@@ -39,6 +39,11 @@ BUDGET_BYTES = 1_250 * 2**20
 _SKIPPED, _CLEAR = b"\0", b"\1"
 
 
+def record_bytes(pixels: int) -> int:
+    """Bytes of one scene's record on a window of `pixels`: a kind byte, the mask bits, the NIR."""
+    return 1 + (pixels + 7) // 8 + 2 * pixels
+
+
 class _Budget:
     """Bytes the records of a run may still take (shared by the tie-point pass's threads)."""
 
@@ -66,7 +71,7 @@ class KeptLooks:
     def put(self, index: int, clear: np.ndarray | None, nir: np.ndarray) -> None:
         """Keep scene `index`: its clear mask (y, x) and NIR digital numbers (y, x) uint16, or that
         it was skipped on this window (`clear` None); nothing without a budget or beyond it."""
-        nbytes = 1 if clear is None else 1 + (clear.size + 7) // 8 + nir.size * 2
+        nbytes = 1 if clear is None else record_bytes(clear.size)
         if self.budget is None or not self.budget.take(nbytes):
             return
         path = self.paths[index]
@@ -141,6 +146,11 @@ class LookStore:
             for scene in self._scenes[period]
         ]
         return KeptLooks([self.folder / name for name in names], self._budget if writing else None)
+
+    def has_room(self, nbytes: int) -> bool:
+        """Whether the budget still holds `nbytes` of records (a tile's, for the tie-point pass to
+        read the whole tile for them, or only what its windows need when they would not be kept)."""
+        return self._budget is not None and self._budget.left >= nbytes
 
     def __getstate__(self) -> dict[str, object]:
         """Sent to the tile pass's workers, which only take records: without the writers' budget."""

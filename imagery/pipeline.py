@@ -28,7 +28,7 @@ from imagery.errors import InputError
 from imagery.fit_sample import any_valid, sample_pixels
 from imagery.grid import Tile, clip_geobox, run_geobox, tile_anchor, tiles
 from imagery.heap import keep_freed_arrays, long_lived_frozen, release_free_memory
-from imagery.look_store import KEPT_BAND, KeptLooks, LookStore
+from imagery.look_store import KEPT_BAND, KeptLooks, LookStore, record_bytes
 from imagery.masking import clear_of_flags
 from imagery.sentinel2 import CHANGE_BANDS
 from imagery.shift_field import ShiftField, TilePoints, concat_tie_points, fit_shift_field
@@ -409,22 +409,26 @@ def tile_tie_points(
 ) -> TilePoints:
     """Match the NIR composites of both periods on the tie-point grid of one tile (with its halo).
 
-    With `looks`, the whole padded tile is read and each look's clear mask and NIR are kept there
-    for the tile pass. Without, only the part of the tile the windows need is read and composited
-    (`WindowGrid.extent`, grown by the mask dilation so the composite there equals the whole
-    tile's), and a tile too small for a window reads nothing."""
+    With `looks` (while its budget holds the tile's records), the whole padded tile is read and
+    each look's clear mask and NIR are kept there for the tile pass. Otherwise only the part of the
+    tile the windows need is read and composited (`WindowGrid.extent`, grown by the mask dilation
+    so the composite there equals the whole tile's), and a tile too small for a window reads nothing."""
     padded, origin, _ = tile.padded(plan.grid.geobox(), plan.halo)
     coreg = plan.settings.coregistration
     shape = (padded.shape.y, padded.shape.x)
     grid = coregister.WindowGrid.on(shape, coreg)
     extent = grid.extent(plan.settings.mask.dilate_px, shape)
-    if looks is not None:
+    n_looks = len(plan.before) + len(plan.after)
+    keeping = (
+        looks if looks is not None and looks.has_room(n_looks * record_bytes(shape[0] * shape[1])) else None
+    )
+    if keeping is not None:
         extent = (0, shape[0], 0, shape[1])
     points = concat_tie_points([])
     if extent is not None:
         top, bottom, left, right = extent
         part = padded[top:bottom, left:right]
-        records = {p: looks.looks(tile, p, writing=True) if looks else None for p in ("before", "after")}
+        records = {p: keeping.looks(tile, p, writing=True) if keeping else None for p in ("before", "after")}
         before = read_composite(source, plan.before, part, plan.settings, ("B08",), records["before"])
         after = read_composite(source, plan.after, part, plan.settings, ("B08",), records["after"])
         points = coregister.match_windows(

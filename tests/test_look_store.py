@@ -11,6 +11,7 @@ import pytest
 from odc.geo.geobox import GeoBox
 
 from imagery.config import load_settings
+from imagery.coregister import WindowGrid
 from imagery.execute import run_tiles
 from imagery.look_store import KeptLooks, LookStore, _Budget
 from imagery.pipeline import RunPlan, fit_pair, plan_run, run_tile
@@ -19,20 +20,23 @@ from imagery.sources.local import LocalSource, open_scene
 
 
 class CountingSource(LocalSource):
-    """A local source that records every band it is asked for."""
+    """A local source that records every band it is asked for, and the windows' shapes."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.bands: list[str] = []
+        self.shapes: list[tuple[int, int]] = []
 
     def read(
         self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray | None = None
     ) -> dict[str, np.ndarray]:
         self.bands += bands
+        self.shapes += [(gbox.shape.y, gbox.shape.x)] * len(bands)
         return super().read(scene, bands, gbox, out=out)
 
     def read_dn(self, scene: Scene, bands: Sequence[str], gbox: GeoBox, out: np.ndarray) -> None:
         self.bands += bands
+        self.shapes += [(gbox.shape.y, gbox.shape.x)] * len(bands)
         super().read_dn(scene, bands, gbox, out)
 
 
@@ -138,15 +142,29 @@ def test_tiles_from_kept_looks_equal_tiles_read_from_the_files(small_demo: Path,
 @pytest.mark.slow
 def test_tiles_beyond_the_budget_are_read_from_the_files(small_demo: Path, tmp_path: Path) -> None:
     source = CountingSource(small_demo / "scenes")
-    plan = _plan(source)
+    plan = _plan(source, tile_px=384)  # padded tiles larger than the tie points' windows need
     model = fit_pair(plan, source)
     tiles = plan.tiles()
     padded = tiles[0].padded(plan.grid.geobox(), plan.halo)[0]
     record = 1 + (padded.shape.y * padded.shape.x + 7) // 8 + padded.shape.y * padded.shape.x * 2
-    budget = int(1.5 * (len(plan.before) + len(plan.after)) * record)  # one tile and a half
+    budget = int(
+        0.5 * (len(plan.before) + len(plan.after)) * record
+    )  # half the first tile: the narrow second one fits
     store = LookStore(tmp_path / "looks", plan, budget_bytes=budget)
+    source.bands.clear()
+    source.shapes.clear()
     fit_pair(plan, source, looks=store)
     assert 0 < sum(p.stat().st_size for p in store.folder.iterdir()) <= budget
+    # the tie points of the tiles beyond the budget read only what their windows need
+    nir_windows = {shape for band, shape in zip(source.bands, source.shapes, strict=True) if band == "B08"}
+    padded = [t.padded(plan.grid.geobox(), plan.halo)[0].shape for t in tiles]
+    whole = {(p.y, p.x) for p in padded}
+    parts = set()
+    for p in padded:
+        extent = WindowGrid.on((p.y, p.x), plan.settings.coregistration).extent(3, (p.y, p.x))
+        if extent is not None and (extent[1] - extent[0], extent[3] - extent[2]) not in whole:
+            parts.add((extent[1] - extent[0], extent[3] - extent[2]))
+    assert nir_windows & whole and nir_windows & parts
     nir_reads = 0
     for tile in tiles:
         source.bands.clear()
