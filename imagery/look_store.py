@@ -96,15 +96,15 @@ class KeptLooks:
         (read the scene), False when the scene was skipped on this window, True when `clear` (y, x)
         bool and `nir` (a C-contiguous (y, x) uint16 plane) now hold it."""
         path = self.paths[index]
-        n_bits = (clear.size + 7) // 8
+        fits = nir.shape == clear.shape and nir.dtype == np.uint16 and nir.flags.c_contiguous
         try:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
                 kind = fh.read(1)
                 if kind == _SKIPPED and size == 1:
                     taken: bool | None = False
-                elif kind == _CLEAR and size == 1 + n_bits + nir.nbytes and nir.flags.c_contiguous:
-                    packed = np.empty(n_bits, np.uint8)
+                elif kind == _CLEAR and size == record_bytes(clear.size) and fits:
+                    packed = np.empty((clear.size + 7) // 8, np.uint8)
                     fh.readinto(packed.data)
                     clear[...] = np.unpackbits(packed, count=clear.size).reshape(clear.shape)
                     fh.readinto(nir.data)
