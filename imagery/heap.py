@@ -78,14 +78,15 @@ def release_free_memory(keep_bytes: int = 0) -> bool:
     return True
 
 
+@cache  # once per process: the settings last
 def keep_freed_arrays() -> bool:
     """Have glibc serve arrays of up to HEAP_ARRAY_BYTES from its heap and keep them there when
     freed, for the next tile to reuse, instead of mapping fresh pages the kernel zeroes on first
     touch; threads started from here on share one heap (a thread's own heap unmaps each 64 MiB
     part it empties). glibc's defaults cost ~2.5 CPU s of page faults in a Lima run
-    (docs/performance.md). Process-wide and lasting, so best called before a run starts its
-    threads; memory is still returned by `release_free_memory`. False where there is no
-    `mallopt` (not glibc)."""
+    (docs/performance.md). Process-wide and lasting (later calls do nothing), so best called
+    before a run starts its threads; memory is still returned by `release_free_memory`. False
+    where there is no `mallopt` (not glibc)."""
     mallopt = _libc_call("mallopt", ctypes.c_int)
     if mallopt is None:
         return False
